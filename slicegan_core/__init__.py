@@ -1,0 +1,11 @@
+"""SliceGAN Studio core: learn steerable 3D microstructures from 2D micrographs (AdaIN-SliceGAN).
+
+Public API: :func:`load_model` / ``Model.generate``, :func:`train` / :func:`resume`, :func:`synthesize`,
+:func:`evaluate`. The data path reads top to bottom: data -> networks -> train -> generate -> metrics.
+"""
+__version__ = "0.1.0"
+
+from .config import ModelConfig, TrainConfig, preset  # noqa: E402
+from .generate import Model, load_model  # noqa: E402
+
+__all__ = ["__version__", "ModelConfig", "TrainConfig", "preset", "Model", "load_model"]

@@ -1,0 +1,141 @@
+"""Typed configuration: what the networks look like and how a run trains.
+
+Two small frozen dataclasses, saved as JSON next to every run (``config.json``) and inside every model
+(``model.json``). Presets fill them; the CLI and the app override single fields.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+
+CONDITIONINGS = ("none", "channel", "projection")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture of the AdaIN-SliceGAN generator and its 2D critics.
+
+    ``patch_size`` P is the edge of the training volume (P^3) and of the critics' 2D slices (P^2); it fixes the
+    number of layers: ``log2(P) - 1`` transposed convs in G (4^3 latent -> P^3), the same number of convs in D.
+    """
+
+    image_type: str = "n-phase"               # "n-phase" | "grayscale" | "colour"
+    n_channels: int = 3                       # phases (one-hot) or intensity channels
+    attribute_names: tuple[str, ...] = ("alpha",)
+    # Trained range of each attribute; the code fed to the MLP maps it to [-1, 1] when
+    # code_normalisation == "range" (the seed used the raw value: "none").
+    attribute_ranges: tuple[tuple[float, float], ...] = ((0.15, 0.60),)
+    patch_size: int = 64
+    z_channels: int = 16
+    g_widths: tuple[int, ...] = (512, 256, 128, 64)
+    d_widths: tuple[int, ...] = (64, 128, 256, 512)
+    code_dim: int = 128                       # c = code * ones(code_dim) as in the seed
+    mlp_width: int = 128
+    mlp_layers: int = 4
+    code_normalisation: str = "range"         # "range" | "none"
+    sigma_activation: str = "softplus"        # "softplus" | "relu" (seed) keeps AdaIN's sigma_y >= 0
+    critic_conditioning: str = "channel"      # "none" (seed) | "channel" | "projection"
+    isotropic: bool = True                    # one critic shared by the x, y, z slices
+
+    def __post_init__(self):
+        n_layers = math.log2(self.patch_size) - 1
+        if n_layers != int(n_layers) or n_layers < 3:
+            raise ValueError(f"patch_size must be a power of two >= 16 (got {self.patch_size}); use 32, 64 or 128.")
+        if len(self.g_widths) != self.n_layers - 1 or len(self.d_widths) != self.n_layers - 1:
+            raise ValueError(
+                f"patch_size {self.patch_size} needs {self.n_layers - 1} generator and critic widths "
+                f"(got g_widths={list(self.g_widths)}, d_widths={list(self.d_widths)}).")
+        if self.critic_conditioning not in CONDITIONINGS:
+            raise ValueError(f"critic_conditioning must be one of {CONDITIONINGS} (got {self.critic_conditioning!r}).")
+        if len(self.attribute_ranges) != len(self.attribute_names):
+            raise ValueError("attribute_ranges needs one (low, high) pair per attribute name.")
+
+    @property
+    def n_layers(self) -> int:
+        return int(math.log2(self.patch_size)) - 1
+
+    @property
+    def voxels_per_latent(self) -> int:
+        """Voxels of output per latent cell along one axis (generator stride product)."""
+        return 2 ** self.n_layers
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How a run trains (WGAN-GP). Times are in generator steps; one step = ``critic_steps`` critic updates
+    followed by one generator update."""
+
+    steps: int = 4500
+    batch_size: int = 8                       # fake volumes per critic / generator update
+    critic_steps: int = 5
+    lr_g: float = 1e-4
+    lr_d: float = 1e-4
+    beta1: float = 0.0
+    beta2: float = 0.9
+    gp_lambda: float = 10.0
+    # Slices per axis cut from each fake volume for the critic; None = all patch_size slices (SliceGAN).
+    slices_per_axis: int | None = None
+    bf16: bool = False                        # CPU/GPU autocast of convs to bfloat16 (speed option)
+    checkpoint_every: int = 200               # generator steps
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"                      # "auto" | "cpu" | "cuda"
+    threads: int = 0                          # torch CPU threads; 0 = torch's default
+
+
+PRESETS: dict[str, tuple[dict, dict]] = {
+    # Exactly the seed's configuration (Chung & Ye; SliceGAN): heavy, meant for a GPU.
+    "paper": (dict(patch_size=64, z_channels=16, g_widths=(512, 256, 128, 64), d_widths=(64, 128, 256, 512),
+                   code_normalisation="none", sigma_activation="relu", critic_conditioning="none"),
+              dict(batch_size=8, critic_steps=5, lr_g=1e-4, lr_d=1e-4, slices_per_axis=None, steps=4500)),
+    # Laptop preset: 8x narrower networks, a subset of slices per fake volume, conditional critic and a
+    # normalised code (the seed's raw alpha*ones gives the MLP almost no signal over [0.15, 0.6]).
+    "cpu": (dict(patch_size=64, z_channels=16, g_widths=(128, 64, 32, 16), d_widths=(16, 32, 64, 128),
+                 code_normalisation="range", sigma_activation="softplus", critic_conditioning="channel"),
+            dict(batch_size=4, critic_steps=3, lr_g=5e-4, lr_d=5e-4, slices_per_axis=4, steps=3000,
+                 checkpoint_every=100, bf16=False)),
+    # For tests and smoke runs: 32^3 volumes, tiny widths; trains a step in well under a second.
+    "tiny": (dict(patch_size=32, z_channels=8, g_widths=(32, 16, 8), d_widths=(8, 16, 32),
+                  mlp_width=32, code_dim=32, critic_conditioning="channel"),
+             dict(batch_size=2, critic_steps=2, lr_g=5e-4, lr_d=5e-4, slices_per_axis=4, steps=20,
+                  checkpoint_every=5, log_every=1)),
+}
+
+
+def preset(name: str, **overrides) -> tuple[dict, dict]:
+    """Return (model_fields, train_fields) of a named preset with ``overrides`` applied to either part."""
+    if name not in PRESETS:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+    model_fields, train_fields = (dict(part) for part in PRESETS[name])
+    model_names = {f.name for f in dataclasses.fields(ModelConfig)}
+    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in model_names:
+            model_fields[key] = value
+        elif key in train_names:
+            train_fields[key] = value
+        else:
+            raise ValueError(f"Unknown option {key!r}; it is neither a model nor a training setting.")
+    return model_fields, train_fields
+
+
+def to_dict(config) -> dict:
+    """Dataclass -> JSON-ready dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def from_dict(cls, data: dict):
+    """JSON dict -> dataclass, turning lists back into tuples and ignoring unknown keys from newer versions."""
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in data.items():
+        if key not in names:
+            continue
+        if isinstance(value, list):
+            value = tuple(tuple(v) if isinstance(v, list) else v for v in value)
+        values[key] = value
+    return cls(**values)

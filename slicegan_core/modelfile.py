@@ -1,0 +1,69 @@
+"""A model is a directory: ``model.safetensors`` (generator weights) + ``model.json`` (everything else).
+
+``model.json`` holds the architecture (:class:`ModelConfig`), image type, phase values and colours, attribute
+names with their trained values and range, voxel size (micrometres), a description of the training data and
+training metrics. Nothing is ever unpickled.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from . import __version__
+from .config import ModelConfig, from_dict, to_dict
+from .storage import atomic_write_text, load_tensors, save_tensors
+
+MODEL_FORMAT = 1
+WEIGHTS_FILE = "model.safetensors"
+INFO_FILE = "model.json"
+
+# Colour-blind-safe defaults (Okabe-Ito), one per phase index.
+DEFAULT_COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+
+
+def default_phases(phase_values) -> list[dict]:
+    return [{"value": int(v), "name": f"phase {int(v)}", "colour": DEFAULT_COLOURS[i % len(DEFAULT_COLOURS)]}
+            for i, v in enumerate(phase_values)]
+
+
+def save_model(directory: str | Path, generator: torch.nn.Module, config: ModelConfig, info: dict) -> Path:
+    """Write a model directory (weights, then JSON, each atomically). ``info`` carries ``phases``,
+    ``attributes`` ({name: {"trained_values": [...], "range": [lo, hi]}}), ``voxel_size_um``,
+    ``training_data``, ``training`` and optional ``metrics`` / ``recipe``."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    document = {"format_version": MODEL_FORMAT, "package_version": __version__,
+                "architecture": to_dict(config), "image_type": config.image_type, **info}
+    save_tensors(directory / WEIGHTS_FILE, generator.state_dict(), {"format_version": MODEL_FORMAT})
+    atomic_write_text(directory / INFO_FILE, json.dumps(document, indent=2))
+    return directory
+
+
+def read_model(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict]:
+    """Read a model directory -> (config, generator state_dict, model.json as a dict).
+
+    Raises ValueError with one sentence when the directory, either file, or the format is wrong."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise ValueError(f"Model directory {directory} does not exist; pass a folder holding "
+                         f"{INFO_FILE} and {WEIGHTS_FILE}.")
+    info_path, weights_path = directory / INFO_FILE, directory / WEIGHTS_FILE
+    for path in (info_path, weights_path):
+        if not path.is_file():
+            raise ValueError(f"Model directory {directory} has no {path.name}; it is not a SliceGAN Studio model "
+                             "(a training run's model appears after its first checkpoint).")
+    try:
+        info = json.loads(info_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{info_path} is not valid JSON ({error}).") from None
+    if info.get("format_version") != MODEL_FORMAT:
+        raise ValueError(f"{info_path} has format_version {info.get('format_version')!r}; this version of "
+                         f"SliceGAN Studio reads format {MODEL_FORMAT}.")
+    try:
+        config = from_dict(ModelConfig, info["architecture"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{info_path} has an invalid architecture section ({error}).") from None
+    weights, _ = load_tensors(weights_path)
+    return config, weights, info

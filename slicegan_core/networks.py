@@ -1,0 +1,167 @@
+"""AdaIN-SliceGAN networks: a 3D generator steered by attributes, and 2D critics.
+
+Shapes use fixed letters: B batch, C channels (phases one-hot), L latent edge, D/H/W volume edges, P patch edge,
+k number of conditioning attributes.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+def normalise_attributes(attrs: torch.Tensor, config: ModelConfig) -> torch.Tensor:
+    """Raw attribute values (B, k) -> code values (B, k); the trained range maps to [-1, 1] when
+    ``code_normalisation == "range"`` (values outside the range extrapolate linearly)."""
+    if config.code_normalisation == "none":
+        return attrs
+    low = attrs.new_tensor([r[0] for r in config.attribute_ranges])
+    high = attrs.new_tensor([r[1] for r in config.attribute_ranges])
+    span = torch.where(high > low, high - low, torch.ones_like(high))
+    return 2.0 * (attrs - low) / span - 1.0
+
+
+class AdaIN(nn.Module):
+    """Adaptive instance normalisation: each channel of each volume is normalised by its own mean/std over
+    (D, H, W), then scaled by ``sigma_y`` and shifted by ``mu_y`` computed from the attribute code.
+
+    ``stats`` (mean, std), each (1 or B, C, 1, 1, 1), replaces the per-volume statistics; tiled generation uses
+    it so every tile of a large volume is normalised identically (no seams).
+    """
+
+    eps = 1e-5
+
+    def forward(self, x: torch.Tensor, mu_y: torch.Tensor, sigma_y: torch.Tensor,
+                stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        if stats is None:
+            stats = self.statistics(x)
+        mean, std = stats
+        scale = sigma_y[:, :, None, None, None]
+        shift = mu_y[:, :, None, None, None]
+        return (x - mean) / std * scale + shift
+
+    def statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-volume, per-channel (mean, std) of x (B, C, D, H, W), float32 for stability under bf16."""
+        x32 = x.float()
+        mean = x32.mean(dim=(2, 3, 4), keepdim=True)
+        std = (x32.var(dim=(2, 3, 4), keepdim=True, unbiased=False) + self.eps).sqrt()
+        return mean.to(x.dtype), std.to(x.dtype)
+
+
+class StyleMLP(nn.Module):
+    """c = code * ones(code_dim) -> ReLU MLP -> per-AdaIN-layer heads (mu_y, sigma_y), sigma_y >= 0."""
+
+    def __init__(self, config: ModelConfig, channels: list[int]):
+        super().__init__()
+        self.code_dim = config.code_dim
+        layers, width = [], config.code_dim
+        for _ in range(config.mlp_layers):
+            layers += [nn.Linear(width, config.mlp_width), nn.ReLU()]
+            width = config.mlp_width
+        self.body = nn.Sequential(*layers)
+        self.mu_heads = nn.ModuleList(nn.Linear(width, c) for c in channels)
+        self.sigma_heads = nn.ModuleList(nn.Linear(width, c) for c in channels)
+        self.sigma_activation = F.softplus if config.sigma_activation == "softplus" else F.relu
+        if config.sigma_activation == "softplus":
+            # Start at sigma_y ~= 1 (identity scale) rather than softplus(0) = 0.69.
+            for head in self.sigma_heads:
+                nn.init.constant_(head.bias, 0.5413)
+
+    def forward(self, code: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        # The seed tiles the scalar code over code_dim entries; with k attributes each gets code_dim // k slots.
+        k = code.shape[1]
+        if k == 0:  # an unconditioned model: a constant code
+            c = code.new_zeros((code.shape[0], self.code_dim))
+        else:
+            c = code.repeat_interleave(-(-self.code_dim // k), dim=1)[:, : self.code_dim]
+        hidden = self.body(c)
+        return [(mu(hidden), self.sigma_activation(sigma(hidden)))
+                for mu, sigma in zip(self.mu_heads, self.sigma_heads)]
+
+
+class Generator(nn.Module):
+    """SliceGAN generator: ConvTranspose3d stack (kernel 4, stride 2, padding 2,...,2,3), AdaIN after every
+    transposed conv but the last; softmax output for n-phase, sigmoid otherwise.
+
+    A latent z of edge L gives a volume of edge ``voxels_per_latent * (L - 2)`` (4 -> 64 for the 64 preset).
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        widths = [config.z_channels, *config.g_widths, config.n_channels]
+        paddings = [2] * (config.n_layers - 1) + [3]
+        self.convs = nn.ModuleList(
+            nn.ConvTranspose3d(c_in, c_out, kernel_size=4, stride=2, padding=pad, bias=False)
+            for c_in, c_out, pad in zip(widths[:-1], widths[1:], paddings))
+        self.adain = AdaIN()
+        self.style = StyleMLP(config, list(config.g_widths))
+
+    @staticmethod
+    def output_edge(latent_edge: int, config: ModelConfig) -> int:
+        return config.voxels_per_latent * (latent_edge - 2)
+
+    def forward(self, z: torch.Tensor, attrs: torch.Tensor,
+                stats: list | None = None, collect_stats: list | None = None) -> torch.Tensor:
+        """z (B, z_channels, L, L', L''), attrs (B, k) raw attribute values -> (B, C, D, H, W) probabilities.
+
+        ``stats``: per AdaIN layer (mean, std) to use instead of per-volume statistics (tiling);
+        ``collect_stats``: a list that receives the statistics used (for the first tile of a tiled volume).
+        """
+        styles = self.style(normalise_attributes(attrs, self.config))
+        x = z
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            if i == len(self.convs) - 1:
+                break
+            layer_stats = stats[i] if stats is not None else self.adain.statistics(x)
+            if collect_stats is not None:
+                collect_stats.append(layer_stats)
+            x = F.relu(self.adain(x, *styles[i], stats=layer_stats))
+        if self.config.image_type == "n-phase":
+            return torch.softmax(x.float(), dim=1)
+        return torch.sigmoid(x.float())
+
+
+class Critic(nn.Module):
+    """2D WGAN critic on (B, C, P, P) slices: Conv2d stack (kernel 4, stride 2, padding 1), then a kernel-4 conv
+    to one score per image.
+
+    Conditioning on the attributes (the seed's critic never saw them, so nothing tied alpha=0.15 to the 0.15
+    data): ``"channel"`` appends the normalised attributes as constant input planes; ``"projection"`` adds
+    <embed(a), sum of last features> (Miyato & Koyama 2018); ``"none"`` is the seed's unconditional critic.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        k = len(config.attribute_names)
+        in_channels = config.n_channels + (k if config.critic_conditioning == "channel" else 0)
+        widths = [in_channels, *config.d_widths]
+        self.convs = nn.ModuleList(
+            nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1)
+            for c_in, c_out in zip(widths[:-1], widths[1:]))
+        self.head = nn.Conv2d(widths[-1], 1, kernel_size=4, stride=1, padding=0)
+        self.embed = (nn.Linear(k, widths[-1], bias=False)
+                      if config.critic_conditioning == "projection" and k > 0 else None)
+
+    def forward(self, images: torch.Tensor, attrs: torch.Tensor) -> torch.Tensor:
+        """images (B, C, P, P), attrs (B, k) raw values -> scores (B,)."""
+        code = normalise_attributes(attrs, self.config).to(images.dtype)
+        x = images
+        if self.config.critic_conditioning == "channel":
+            planes = code[:, :, None, None].expand(-1, -1, *images.shape[2:])
+            x = torch.cat([x, planes], dim=1)
+        for conv in self.convs:
+            x = F.relu(conv(x))
+        score = self.head(x).flatten(1).sum(1)
+        if self.embed is not None:
+            score = score + (self.embed(code) * x.sum(dim=(2, 3))).sum(1)
+        return score.float()
+
+
+def build_critics(config: ModelConfig) -> nn.ModuleList:
+    """One critic shared by x, y, z slices when isotropic, otherwise one per axis."""
+    return nn.ModuleList(Critic(config) for _ in range(1 if config.isotropic else 3))

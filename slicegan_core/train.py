@@ -1,0 +1,385 @@
+"""Train an AdaIN-SliceGAN (WGAN-GP) and keep the run safe on disk.
+
+A run directory holds:
+  config.json            model + training + data configuration (written once, read by resume)
+  events.jsonl           one JSON line per log interval: step, losses, Wasserstein estimate, GP, s/step, ETA
+  checkpoint.safetensors G, critics, optimisers, RNG states, step (atomic: temp file + rename)
+  model/                 the latest generator as a model directory (load_model works on it)
+  samples/               x/y/z centre slices of a generated volume per trained attribute value
+  status.json            running / stopped / finished / crashed, with the pid and the error tail
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import __version__
+from .config import ModelConfig, TrainConfig, from_dict, preset, to_dict
+from .data import DatasetSpec, TrainingData, load_training_data
+from .generate import pick_device
+from .modelfile import default_phases, save_model
+from .networks import Generator, build_critics
+from .storage import (atomic_write_bytes, atomic_write_text, load_tensors, optimizer_from_flat,
+                      optimizer_to_flat, save_tensors)
+
+SAMPLE_SEED = 1234  # fixed noise for sample images, so successive samples are comparable
+
+
+# ---- the training loop ------------------------------------------------------------------------------------
+
+def _train_loop(run: "Run") -> str:
+    """One readable WGAN-GP loop: schedule -> checkpoint -> critic steps -> generator step -> log."""
+    cfg, G, critics, data = run.train_config, run.G, run.critics, run.data
+    last_log_time, last_log_step = time.perf_counter(), run.step
+    while run.step < cfg.steps:
+        if run.stop_requested:
+            run.checkpoint()
+            return "stopped"
+        # Critic: fake slices (all axes) scored low, real patches of the same datasets scored high.
+        for _ in range(cfg.critic_steps):
+            dataset_index, attrs, fake = run.fake_batch(grad=False)
+            run.opt_d.zero_grad(set_to_none=True)
+            stats = np.zeros(3)
+            for axis in range(3):
+                critic = critics[0 if len(critics) == 1 else axis]
+                fake_slices, slice_attrs, slice_index = run.slices(fake, attrs, dataset_index, axis)
+                real = data.sample(slice_index, axis, run.rng).to(run.device)
+                with run.autocast():
+                    score_real = critic(real, slice_attrs).mean()
+                    score_fake = critic(fake_slices, slice_attrs).mean()
+                penalty = gradient_penalty(critic, real, fake_slices, slice_attrs, run.torch_rng)
+                loss = score_fake - score_real + cfg.gp_lambda * penalty
+                loss.backward()
+                stats += [loss.item(), (score_real - score_fake).item(), penalty.item()]
+            run.opt_d.step()
+        # Generator: make every axis's slices look real to the critics.
+        dataset_index, attrs, fake = run.fake_batch(grad=True)
+        run.opt_g.zero_grad(set_to_none=True)
+        loss_g = 0.0
+        for axis in range(3):
+            critic = critics[0 if len(critics) == 1 else axis]
+            fake_slices, slice_attrs, _ = run.slices(fake, attrs, dataset_index, axis)
+            with run.autocast():
+                loss_g = loss_g - critic(fake_slices, slice_attrs).mean()
+        loss_g.backward()
+        run.opt_g.step()
+        run.step += 1
+        # Log and checkpoint.
+        if run.step % cfg.log_every == 0 or run.step == cfg.steps:
+            now = time.perf_counter()
+            sec_per_step = (now - last_log_time) / max(1, run.step - last_log_step)
+            last_log_time, last_log_step = now, run.step
+            run.log(step=run.step, loss_d=stats[0], loss_g=loss_g.item(), wasserstein=stats[1] / 3,
+                    gradient_penalty=stats[2] / 3, sec_per_step=sec_per_step,
+                    eta_s=sec_per_step * (cfg.steps - run.step))
+        if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
+            run.checkpoint()
+    return "finished"
+
+
+def gradient_penalty(critic, real, fake, attrs, generator: torch.Generator) -> torch.Tensor:
+    """WGAN-GP term E[(|grad D(x_hat)|_2 - 1)^2] on random interpolates of real and fake slices (N, C, P, P)."""
+    eps = torch.rand((real.shape[0], 1, 1, 1), generator=generator).to(real.device)
+    mixed = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
+    score = critic(mixed, attrs)
+    (grad,) = torch.autograd.grad(score.sum(), mixed, create_graph=True)
+    return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+# ---- the run: state, batches, checkpoints -----------------------------------------------------------------
+
+class Run:
+    """Everything a training run holds; built fresh by :func:`train` or from disk by :func:`resume`."""
+
+    def __init__(self, run_dir: Path, config: dict):
+        self.dir = run_dir
+        self.config = config
+        self.model_config = from_dict(ModelConfig, config["model"])
+        self.train_config = from_dict(TrainConfig, config["train"])
+        data_cfg = config["data"]
+        specs = [DatasetSpec(paths=tuple(d["paths"]), attrs=d["attrs"]) for d in data_cfg["datasets"]]
+        self.data: TrainingData = load_training_data(specs, image_type=data_cfg["image_type"],
+                                                     patch_size=self.model_config.patch_size)
+        self.device = pick_device(self.train_config.device)
+        if self.train_config.threads:
+            torch.set_num_threads(self.train_config.threads)
+        torch.manual_seed(self.train_config.seed)  # weight initialisation only; batches use the generators below
+        self.G = Generator(self.model_config).to(self.device)
+        self.critics = build_critics(self.model_config).to(self.device)
+        tc = self.train_config
+        self.opt_g = torch.optim.Adam(self.G.parameters(), lr=tc.lr_g, betas=(tc.beta1, tc.beta2))
+        self.opt_d = torch.optim.Adam(self.critics.parameters(), lr=tc.lr_d, betas=(tc.beta1, tc.beta2))
+        self.rng = np.random.default_rng(tc.seed)                      # real patches, dataset choice
+        self.torch_rng = torch.Generator().manual_seed(tc.seed + 1)    # noise, slices, GP mixing
+        self.step, self.elapsed_before = 0, 0.0
+        self.started = time.perf_counter()
+        self.stop_requested = False
+        self.slices_per_axis = tc.slices_per_axis or self.model_config.patch_size
+
+    def autocast(self):
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.train_config.bf16)
+
+    def fake_batch(self, grad: bool):
+        """(dataset index (B,), attrs (B, k), fake volumes (B, C, P, P, P)) for datasets drawn uniformly."""
+        batch = self.train_config.batch_size
+        dataset_index = self.rng.integers(0, len(self.data), batch)
+        attrs = torch.from_numpy(self.data.attrs[dataset_index]).to(self.device)
+        z = torch.randn((batch, self.model_config.z_channels, 4, 4, 4), generator=self.torch_rng).to(self.device)
+        with torch.set_grad_enabled(grad), self.autocast():
+            fake = self.G(z, attrs)
+        return dataset_index, attrs, fake
+
+    def slices(self, fake, attrs, dataset_index, axis):
+        """Cut ``slices_per_axis`` random 2D slices perpendicular to ``axis`` from each fake volume ->
+        (B*S, C, P, P), attrs (B*S, k) and dataset index (B*S,), volume-major."""
+        size = fake.shape[2 + axis]
+        chosen = torch.randperm(size, generator=self.torch_rng)[: self.slices_per_axis].to(fake.device)
+        picked = fake.index_select(2 + axis, chosen)              # (B, C, ..S.., ...)
+        picked = picked.movedim(2 + axis, 1)                       # (B, S, C, P, P)
+        count = picked.shape[1]
+        images = picked.reshape(-1, *picked.shape[2:])
+        return images, attrs.repeat_interleave(count, 0), np.repeat(dataset_index, count)
+
+    def log(self, **event):
+        event = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in event.items()}
+        event["elapsed_s"] = round(self.elapsed(), 2)
+        event["time"] = time.time()
+        with open(self.dir / "events.jsonl", "a") as f:
+            f.write(json.dumps(event) + "\n")
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    # ---- checkpoints ----
+    def checkpoint(self):
+        """Write checkpoint.safetensors, model/ and sample images (each atomically), then status.json."""
+        tensors = {f"G.{k}": v for k, v in self.G.state_dict().items()}
+        tensors.update({f"D.{k}": v for k, v in self.critics.state_dict().items()})
+        opt_g_tensors, opt_g_meta = optimizer_to_flat("opt_g", self.opt_g)
+        opt_d_tensors, opt_d_meta = optimizer_to_flat("opt_d", self.opt_d)
+        tensors.update(opt_g_tensors)
+        tensors.update(opt_d_tensors)
+        tensors["rng.torch"] = self.torch_rng.get_state()
+        meta = {"step": self.step, "elapsed_s": self.elapsed(), "package_version": __version__,
+                "config": self.config, "opt_g": opt_g_meta, "opt_d": opt_d_meta,
+                "rng_numpy": self.rng.bit_generator.state}
+        save_tensors(self.dir / "checkpoint.safetensors", tensors, meta)
+        self.export_model(self.dir / "model")
+        self.write_samples()
+        self.set_status("running")
+
+    def restore(self):
+        tensors, meta = load_tensors(self.dir / "checkpoint.safetensors")
+        self.G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
+        self.critics.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")})
+        optimizer_from_flat("opt_g", self.opt_g, tensors, meta["opt_g"])
+        optimizer_from_flat("opt_d", self.opt_d, tensors, meta["opt_d"])
+        self.torch_rng.set_state(tensors["rng.torch"])
+        self.rng.bit_generator.state = meta["rng_numpy"]
+        self.step, self.elapsed_before = meta["step"], meta["elapsed_s"]
+        _truncate_events(self.dir / "events.jsonl", self.step)
+
+    def export_model(self, directory: Path):
+        data, mc = self.data, self.model_config
+        attributes = {name: {"trained_values": sorted({float(v) for v in data.attrs[:, i]}),
+                             "range": list(mc.attribute_ranges[i])}
+                      for i, name in enumerate(mc.attribute_names)}
+        phases = default_phases(data.phase_values) if mc.image_type == "n-phase" else []
+        last = _last_event(self.dir / "events.jsonl")
+        info = {"phases": phases, "attributes": attributes,
+                "voxel_size_um": self.config["data"].get("voxel_size_um"),
+                "training_data": data.describe(),
+                "training": {"steps": self.step, "wall_time_s": round(self.elapsed(), 1),
+                             "run": self.dir.name, "config": self.config["train"],
+                             "options": self.config.get("options", {})},
+                "metrics": {k: last[k] for k in ("wasserstein", "gradient_penalty") if k in last}}
+        info.update(self.config.get("model_info", {}))
+        save_model(directory, self.G, mc, info)
+
+    @torch.no_grad()
+    def write_samples(self):
+        """x, y, z centre slices of one volume per trained attribute value, side by side, as PNG."""
+        self.G.eval()
+        z = torch.randn((1, self.model_config.z_channels, 4, 4, 4),
+                        generator=torch.Generator().manual_seed(SAMPLE_SEED)).to(self.device)
+        seen = set()
+        for row in self.data.attrs:
+            key = tuple(float(v) for v in row)
+            if key in seen:
+                continue
+            seen.add(key)
+            volume = self.G(z, torch.tensor(row[None], device=self.device))[0].float().cpu()
+            image = _slices_to_rgb(volume, self.model_config.image_type)
+            label = "_".join(f"{n}={v:g}" for n, v in zip(self.model_config.attribute_names, key)) or "sample"
+            buffer = _png_bytes(image)
+            atomic_write_bytes(self.dir / "samples" / f"step_{self.step:06d}_{label}.png", buffer)
+            atomic_write_bytes(self.dir / "samples" / f"latest_{label}.png", buffer)
+        self.G.train()
+
+    def set_status(self, state: str, error: str | None = None):
+        status = {"state": state, "pid": os.getpid(), "step": self.step, "steps": self.train_config.steps,
+                  "updated": time.time()}
+        if error:
+            status["error"] = error
+        atomic_write_text(self.dir / "status.json", json.dumps(status, indent=2))
+
+
+def _slices_to_rgb(volume: torch.Tensor, image_type: str) -> np.ndarray:
+    """(C, P, P, P) generator output -> (P, 3P + 2 gaps, 3) uint8 with the three centre slices."""
+    centre = volume.shape[1] // 2
+    views = [volume[:, centre], volume[:, :, centre], volume[:, :, :, centre]]
+    if image_type == "n-phase":
+        palette = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)]
+                            for c in (p["colour"] for p in default_phases(range(volume.shape[0])))], np.uint8)
+        rgb = [palette[v.argmax(0).numpy()] for v in views]
+    else:
+        rgb = [np.repeat((v.numpy() * 255).astype(np.uint8).transpose(1, 2, 0), 3 // v.shape[0], axis=2)
+               for v in views]
+    gap = np.full((rgb[0].shape[0], 2, 3), 255, np.uint8)
+    return np.concatenate([rgb[0], gap, rgb[1], gap, rgb[2]], axis=1)
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _last_event(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    lines = path.read_text().strip().splitlines()
+    return json.loads(lines[-1]) if lines else {}
+
+
+def _truncate_events(path: Path, step: int):
+    """Drop log lines written after the checkpoint we resume from, so the curve has no duplicate steps."""
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+# ---- public entry points ------------------------------------------------------------------------------
+
+def train(datasets, run_dir, preset_name: str = "cpu", image_type: str = "n-phase",
+          voxel_size_um: float | None = None, model_info: dict | None = None, **overrides) -> Path:
+    """Train a new run in ``run_dir`` (must not hold another run) and return its path.
+
+    Parameters
+    ----------
+    datasets : list of :class:`DatasetSpec` (paths + attribute values, e.g. ``{"alpha": 0.35}``).
+    preset_name : "cpu" (laptop), "paper" (the seed's configuration, for a GPU) or "tiny" (tests).
+    image_type : "n-phase", "grayscale" or "colour".
+    voxel_size_um : voxel edge in micrometres, recorded in the model.
+    overrides : any :class:`ModelConfig` / :class:`TrainConfig` field, e.g. ``steps=500, bf16=True``.
+    """
+    run_dir = Path(run_dir)
+    datasets = [d if isinstance(d, DatasetSpec) else DatasetSpec(**d) for d in datasets]
+    model_fields, train_fields = preset(preset_name, **overrides)
+    # Validate the data before anything is written, so a bad file leaves no half-made run behind.
+    data = load_training_data(datasets, image_type=image_type, patch_size=model_fields["patch_size"])
+    ranges = tuple((float(data.attrs[:, i].min()), float(data.attrs[:, i].max()))
+                   for i in range(len(data.attribute_names)))
+    model_config = ModelConfig(**{**model_fields, "image_type": image_type, "n_channels": data.n_channels,
+                                  "attribute_names": tuple(data.attribute_names), "attribute_ranges": ranges,
+                                  "isotropic": data.isotropic})
+    train_config = TrainConfig(**train_fields)
+    if (run_dir / "config.json").exists():
+        raise ValueError(f"Run directory {run_dir} already holds a run; resume it or choose a new directory.")
+    config = {"package_version": __version__, "preset": preset_name,
+              "model": to_dict(model_config), "train": to_dict(train_config),
+              "data": {"image_type": image_type, "voxel_size_um": voxel_size_um,
+                       "datasets": [{"paths": [str(Path(p).resolve()) for p in d.paths], "attrs": d.attrs}
+                                    for d in datasets]},
+              "options": {"bf16": train_config.bf16, "slices_per_axis": train_config.slices_per_axis,
+                          "threads": train_config.threads, "device": train_config.device},
+              "model_info": model_info or {}}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with _RunLock(run_dir):
+        atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
+        return _execute(Run(run_dir, config))
+
+
+def resume(run_dir, steps: int | None = None) -> Path:
+    """Continue a run from its last checkpoint (optionally raising its total ``steps``)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise ValueError(f"{run_dir} is not a training run (no config.json); start one with train.")
+    config = json.loads((run_dir / "config.json").read_text())
+    if steps is not None:
+        config["train"]["steps"] = int(steps)
+    with _RunLock(run_dir):
+        if steps is not None:
+            atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
+        run = Run(run_dir, config)
+        if (run_dir / "checkpoint.safetensors").is_file():
+            run.restore()
+        return _execute(run)
+
+
+def _execute(run: Run) -> Path:
+    """Run the loop with SIGTERM/SIGINT turned into "checkpoint, then exit", and record the outcome."""
+    def request_stop(signum, frame):
+        run.stop_requested = True
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, request_stop)
+        except ValueError:  # not the main thread (e.g. inside a test runner thread): no handler
+            pass
+    try:
+        run.set_status("running")
+        run.G.train()
+        outcome = _train_loop(run)
+        run.set_status(outcome)
+    except BaseException as error:
+        tail = "".join(traceback.format_exception(error))[-4000:]
+        run.set_status("crashed", error=tail)
+        raise
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return run.dir
+
+
+class _RunLock:
+    """Refuse a second process on the same run directory (``run.lock`` holds the owner's pid)."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "run.lock"
+
+    def __enter__(self):
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            owner = self.path.read_text().strip()
+            if owner.isdigit() and _pid_alive(int(owner)) and int(owner) != os.getpid():
+                raise ValueError(f"Run directory {self.path.parent} is in use by process {owner}; "
+                                 "stop that run first or choose another directory.") from None
+            self.path.unlink(missing_ok=True)  # stale lock of a dead process
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        return self
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
