@@ -1,0 +1,499 @@
+"""Training data for SliceGAN: load, validate, and sample 2D patches on the fly.
+
+A dataset is one 2D image, three orthogonal 2D views of an anisotropic material (seen along x, y, z),
+or one 3D stack. Each dataset carries attribute values (e.g. ``{"alpha": 0.35}``) that condition the
+generator. Sources are kept in memory as compact ``uint8`` arrays only -- n-phase data as the phase
+INDEX ``0..n-1`` -- and each batch is cut and one-hot encoded when asked for, so memory stays at one
+byte per pixel instead of the ~28,800 preallocated float64 patches per axis of the reference SliceGAN.
+
+Array conventions: a 2D image is ``(H, W)``, a 3D stack ``(D, H, W)`` (voxels), colour adds a trailing
+RGB axis ``(..., 3)``. Axis 0, 1, 2 of a stack are x, y, z; a patch "for axis a" lies in a plane
+perpendicular to axis a: axis 0 -> plane ``(H, W)``, axis 1 -> ``(D, W)``, axis 2 -> ``(D, H)``,
+matching ``volume[i]``, ``volume[:, j]``, ``volume[:, :, k]`` on a generated volume.
+
+Value conventions (documented here because the trainer and the reports rely on them):
+
+- ``"n-phase"``: labels must be whole numbers; the sorted distinct values become ``phase_values`` and
+  channel ``i`` of a sample is phase ``phase_values[i]`` (one-hot). An 8-bit RGB image whose three
+  channels are equal is read as grey labels; a genuinely coloured label image (a few flat colours) is
+  accepted with each colour coded as the integer ``0xRRGGBB``. Every file must hold the same values.
+- ``"grayscale"`` / ``"colour"``: stored as ``uint8`` 0..255 and sampled as intensities in [0, 1].
+  ``uint8`` is kept as is; ``bool`` maps to {0, 255}; floats already in [0, 1] are scaled by 255;
+  integers already in 0..255 are kept; anything else (e.g. 16-bit or floats outside [0, 1]) is mapped
+  linearly from the joint minimum..maximum over all such files to 0..255, so intensity differences
+  between datasets survive.
+
+Example
+-------
+>>> import numpy as np, tempfile, os
+>>> folder = tempfile.mkdtemp()
+>>> labels = np.random.default_rng(0).integers(0, 3, size=(32, 32)).astype(np.uint8)
+>>> np.save(os.path.join(folder, "a.npy"), labels)
+>>> data = load_training_data([DatasetSpec((os.path.join(folder, "a.npy"),), {"alpha": 0.5})],
+...                           patch_size=16)
+>>> data.sample(np.array([0, 0]), axis=0, rng=np.random.default_rng(1)).shape
+torch.Size([2, 3, 16, 16])
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+from PIL import Image
+
+IMAGE_TYPES = ("n-phase", "grayscale", "colour")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One training dataset: where its image(s) are and which attribute values it stands for.
+
+    Parameters
+    ----------
+    paths : tuple of str
+        One path (a 2D image or a 3D stack) or three paths (2D images seen along x, y, z, in that
+        order). A single str or path is accepted and wrapped.
+    attrs : dict of str to float
+        Attribute values of this dataset, e.g. ``{"alpha": 0.35}``; every dataset of one training run
+        must carry the same attribute names.
+    """
+
+    paths: tuple[str, ...]
+    attrs: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self):
+        paths = (self.paths,) if isinstance(self.paths, (str, os.PathLike)) else tuple(self.paths)
+        object.__setattr__(self, "paths", tuple(str(p) for p in paths))
+        object.__setattr__(self, "attrs", dict(self.attrs or {}))
+
+
+def load_image(path) -> np.ndarray:
+    """Read one image file as it is stored, with only container quirks removed.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.png``, ``.jpg``/``.jpeg`` (PIL), ``.tif``/``.tiff`` (tifffile) or ``.npy`` file
+        (``np.load`` without pickles).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(H, W)``, ``(D, H, W)``, colour ``(H, W, 3)`` or ``(D, H, W, 3)``, in the file's own dtype.
+        A single-page ``(1, H, W)`` stack squeezes to 2D, a trailing single channel is dropped, an alpha
+        channel is dropped, and palette / CMYK images are converted to RGB.
+
+    Raises
+    ------
+    ValueError
+        If the file is missing, has an unsupported extension, or cannot be read.
+    """
+    path = Path(path)
+    extension = path.suffix.lower()
+    if not path.is_file():
+        raise ValueError(f"Image file '{path}' does not exist; check the path.")
+    if extension not in IMAGE_EXTENSIONS:
+        raise ValueError(f"Image file '{path}' has unsupported extension '{path.suffix}'; "
+                         f"save it as one of {', '.join(IMAGE_EXTENSIONS)}.")
+    try:
+        if extension == ".npy":
+            array = np.load(path, allow_pickle=False)
+        elif extension in (".tif", ".tiff"):
+            array = tifffile.imread(path)
+        else:
+            array = _read_with_pil(path)
+    except Exception as error:  # each reader raises its own types; the user only needs "unreadable"
+        raise ValueError(f"Image file '{path}' could not be read ({error}); "
+                         f"check that it is a valid {extension} file.") from error
+    array = np.asarray(array)
+    if array.dtype.kind not in "biuf":
+        raise ValueError(f"Image file '{path}' holds {array.dtype} values; save it as numbers "
+                         "(integers or floats).")
+    if array.dtype == np.float16:
+        array = array.astype(np.float32)
+    if array.ndim >= 3 and array.shape[0] == 1:  # single-page TIFF / stack of one
+        array = array[0]
+    if array.ndim >= 3 and array.shape[-1] in (1, 2):  # grey (+ alpha)
+        array = array[..., 0]
+    elif array.ndim in (3, 4) and array.shape[-1] == 4:  # RGBA
+        array = array[..., :3]
+    return np.ascontiguousarray(array)
+
+
+def _read_with_pil(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        if image.mode in ("LA", "La"):
+            image = image.convert("L")
+        elif not (image.mode in ("1", "L", "F", "RGB", "RGBA") or image.mode.startswith("I")):
+            image = image.convert("RGB")  # palette, CMYK, YCbCr, ...
+        return np.array(image)
+
+
+class TrainingData:
+    """Validated training datasets held as ``uint8`` sources, sampled into patches on demand.
+
+    Build it with :func:`load_training_data`.
+
+    Attributes
+    ----------
+    image_type : str
+        One of ``IMAGE_TYPES``.
+    n_channels : int
+        Number of phases (n-phase), 1 (grayscale) or 3 (colour).
+    phase_values : tuple of int
+        Original label values in sorted order (n-phase); channel ``i`` is ``phase_values[i]``.
+        Empty otherwise.
+    attribute_names : tuple of str
+        Attribute names in sorted order.
+    attrs : numpy.ndarray
+        ``(n_datasets, k)`` float32 attribute values in ``attribute_names`` order.
+    isotropic : bool
+        False when any dataset is given as three 2D views (then the trainer uses one critic per axis).
+    patch_size : int
+        Side of the square patches, in pixels.
+    sources : tuple of tuple of numpy.ndarray
+        Per dataset, its read-only ``uint8`` arrays: one ``(H, W)`` / ``(D, H, W)`` or three views
+        (plus a trailing RGB axis for colour); n-phase arrays hold phase indices.
+    """
+
+    def __init__(self, *, image_type, phase_values, attribute_names, attrs, patch_size, names,
+                 kinds, sources):
+        self.image_type = image_type
+        self.phase_values = tuple(int(v) for v in phase_values)
+        self.n_channels = {"n-phase": len(self.phase_values), "grayscale": 1, "colour": 3}[image_type]
+        self.attribute_names = tuple(attribute_names)
+        self.attrs = np.asarray(attrs, dtype=np.float32).reshape(len(sources), len(attribute_names))
+        self.patch_size = int(patch_size)
+        self.isotropic = "views" not in kinds
+        self.sources = tuple(tuple(arrays) for arrays in sources)
+        self._names = tuple(tuple(n) for n in names)
+        self._kinds = tuple(kinds)
+        self._phase_fractions = [self._fractions(arrays) for arrays in self.sources]
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the sources, in bytes."""
+        return sum(a.nbytes for arrays in self.sources for a in arrays)
+
+    def sample(self, dataset_index, axis: int, rng: np.random.Generator) -> torch.Tensor:
+        """Cut one random ``P x P`` patch per requested dataset.
+
+        Parameters
+        ----------
+        dataset_index : array_like of int, shape (N,)
+            Which dataset each patch comes from, ``0 <= i < len(self)``.
+        axis : int
+            0, 1 or 2: patches lie perpendicular to x, y or z. A single 2D image ignores it (the same
+            image serves every axis); three views use ``view[axis]``; a 3D stack takes a random slice
+            perpendicular to ``axis``.
+        rng : numpy.random.Generator
+            The only source of randomness.
+
+        Returns
+        -------
+        torch.Tensor
+            float32 ``(N, C, P, P)``: one-hot phases (n-phase) or intensities in [0, 1].
+        """
+        index = np.asarray(dataset_index)
+        if index.ndim != 1 or (index.size and index.dtype.kind not in "iu"):
+            raise ValueError(f"dataset_index must be a 1D array of integers, got shape {index.shape} "
+                             f"and dtype {index.dtype}.")
+        if index.size and (index.min() < 0 or index.max() >= len(self)):
+            raise ValueError(f"dataset_index holds {int(index.min())}..{int(index.max())} but there are "
+                             f"{len(self)} datasets; use indices 0..{len(self) - 1}.")
+        if isinstance(axis, bool) or axis not in (0, 1, 2):
+            raise ValueError(f"axis must be 0, 1 or 2 (x, y or z), got {axis!r}.")
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
+                            f"got {type(rng).__name__}.")
+        size = self.patch_size
+        # one draw per patch: (slice position, row offset, column offset) as fractions of the range
+        positions = rng.random((index.size, 3))
+        channel_shape = (3,) if self.image_type == "colour" else ()
+        patches = np.empty((index.size, size, size) + channel_shape, dtype=np.uint8)
+        for k, (i, position) in enumerate(zip(index, positions)):
+            patches[k] = self._crop(int(i), axis, position)
+        patches = torch.from_numpy(patches)
+        if self.image_type == "n-phase":
+            one_hot = torch.zeros((index.size, self.n_channels, size, size), dtype=torch.float32)
+            return one_hot.scatter_(1, patches.long().unsqueeze(1), 1.0)
+        if self.image_type == "grayscale":
+            return patches.unsqueeze(1).float().div_(255.0)
+        return patches.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+
+    def _crop(self, i: int, axis: int, position: np.ndarray) -> np.ndarray:
+        arrays, kind, size = self.sources[i], self._kinds[i], self.patch_size
+        if kind == "stack":
+            volume = arrays[0]
+            slice_index = int(position[0] * volume.shape[axis])
+            plane = volume[(slice(None),) * axis + (slice_index,)]  # a view, not a copy
+        else:
+            plane = arrays[axis] if kind == "views" else arrays[0]
+        row = int(position[1] * (plane.shape[0] - size + 1))
+        column = int(position[2] * (plane.shape[1] - size + 1))
+        return plane[row:row + size, column:column + size]
+
+    def _fractions(self, arrays) -> dict:
+        if self.image_type != "n-phase":
+            return {}
+        # mean over views, so each view (direction) counts equally whatever its pixel count
+        counts = [np.bincount(a.ravel(), minlength=self.n_channels) / a.size for a in arrays]
+        return {v: float(f) for v, f in zip(self.phase_values, np.mean(counts, axis=0))}
+
+    def phase_fractions(self) -> list[dict]:
+        """Per dataset, ``{phase_value: area/volume fraction}`` (n-phase); empty dicts otherwise."""
+        return [dict(f) for f in self._phase_fractions]
+
+    def describe(self) -> dict:
+        """A JSON-serialisable summary: image type, phases, and per dataset files, shapes, attrs."""
+        datasets = []
+        for i, arrays in enumerate(self.sources):
+            datasets.append({
+                "paths": list(self._names[i]),
+                "kind": self._kinds[i],
+                "shapes": [list(a.shape) for a in arrays],
+                "attrs": {n: float(v) for n, v in zip(self.attribute_names, self.attrs[i])},
+                "phase_fractions": {str(v): f for v, f in self._phase_fractions[i].items()},
+            })
+        return {"image_type": self.image_type, "n_channels": self.n_channels,
+                "phase_values": list(self.phase_values), "attribute_names": list(self.attribute_names),
+                "isotropic": self.isotropic, "patch_size": self.patch_size, "nbytes": self.nbytes,
+                "datasets": datasets}
+
+
+def load_training_data(specs, image_type: str = "n-phase", patch_size: int = 64,
+                       max_phases: int = 10) -> TrainingData:
+    """Load and validate datasets into compact ``uint8`` sources ready for :meth:`TrainingData.sample`.
+
+    Parameters
+    ----------
+    specs : sequence of DatasetSpec
+        The datasets (a single DatasetSpec is accepted too).
+    image_type : str, default "n-phase"
+        One of ``IMAGE_TYPES``; see the module docstring for how values are converted.
+    patch_size : int, default 64
+        Side of the square training patches, in pixels; every used side of every image must be at
+        least this long.
+    max_phases : int, default 10
+        n-phase data with more distinct values than this is rejected as probably grayscale.
+
+    Returns
+    -------
+    TrainingData
+
+    Raises
+    ------
+    ValueError
+        With a one-sentence message naming the file or dataset at fault and what to do.
+    """
+    if image_type not in IMAGE_TYPES:
+        raise ValueError(f"image_type {image_type!r} is not known; choose one of "
+                         f"{', '.join(repr(t) for t in IMAGE_TYPES)}.")
+    if isinstance(patch_size, bool) or not isinstance(patch_size, (int, np.integer)) or patch_size < 1:
+        raise ValueError(f"patch_size must be a positive whole number of pixels, got {patch_size!r}.")
+    if isinstance(max_phases, bool) or not isinstance(max_phases, (int, np.integer)) \
+            or not 2 <= max_phases <= 255:
+        raise ValueError(f"max_phases must be a whole number from 2 to 255, got {max_phases!r}.")
+    specs = [specs] if isinstance(specs, DatasetSpec) else list(specs)
+    if not specs:
+        raise ValueError("specs is empty; give at least one DatasetSpec.")
+    for spec in specs:
+        if not isinstance(spec, DatasetSpec):
+            raise ValueError(f"Each dataset must be a DatasetSpec, got {type(spec).__name__}; "
+                             "wrap paths and attributes as DatasetSpec(paths, attrs).")
+    labels = [_dataset_label(spec) for spec in specs]
+    attribute_names, attrs = _validate_attributes(specs, labels)
+
+    raws, kinds = [], []
+    for spec, label in zip(specs, labels):
+        if len(spec.paths) not in (1, 3):
+            raise ValueError(f"{label} has {len(spec.paths)} paths; give one path (a 2D image or a 3D "
+                             "stack) or three paths (2D views along x, y, z).")
+        arrays = [_validated_array(load_image(p), p, image_type) for p in spec.paths]
+        kinds.append(_check_layout(arrays, spec.paths, label, patch_size))
+        raws.append(arrays)
+
+    if image_type == "n-phase":
+        phase_values, sources = _to_phase_indices(raws, specs, max_phases)
+    else:
+        phase_values, sources = (), _to_uint8(raws, specs)
+    for arrays in sources:
+        for a in arrays:
+            a.flags.writeable = False
+    return TrainingData(image_type=image_type, phase_values=phase_values,
+                        attribute_names=attribute_names, attrs=attrs, patch_size=patch_size,
+                        names=[[os.path.basename(p) for p in spec.paths] for spec in specs],
+                        kinds=kinds, sources=sources)
+
+
+def _dataset_label(spec: DatasetSpec) -> str:
+    return "dataset '" + " + ".join(os.path.basename(p) for p in spec.paths) + "'"
+
+
+def _validate_attributes(specs, labels):
+    names = sorted(specs[0].attrs)
+    for spec, label in zip(specs, labels):
+        for name in names:
+            if name not in spec.attrs:
+                raise ValueError(f"{label} is missing attribute '{name}' that {labels[0]} has; "
+                                 "give every dataset the same attribute names.")
+        for name in spec.attrs:
+            if name not in names:
+                raise ValueError(f"{labels[0]} is missing attribute '{name}' that {label} has; "
+                                 "give every dataset the same attribute names.")
+    values = np.zeros((len(specs), len(names)), dtype=np.float64)
+    for i, (spec, label) in enumerate(zip(specs, labels)):
+        for j, name in enumerate(names):
+            value = spec.attrs[name]
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                    or not np.isfinite(value):
+                raise ValueError(f"Attribute '{name}' of {label} is {value!r}; give a finite number.")
+            values[i, j] = float(value)
+    return tuple(names), values.astype(np.float32)
+
+
+def _is_colour(array: np.ndarray) -> bool:
+    return array.ndim in (3, 4) and array.shape[-1] == 3
+
+
+def _validated_array(array: np.ndarray, path: str, image_type: str) -> np.ndarray:
+    """Reject empty / non-finite / constant data and reconcile colour with ``image_type``."""
+    name = os.path.basename(path)
+    if array.size == 0:
+        raise ValueError(f"'{name}' is empty (shape {array.shape}); give an image with pixels in it.")
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise ValueError(f"'{name}' contains NaN or infinite values; fill or crop them before training.")
+    if _is_colour(array) and image_type != "colour" and \
+            np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2]):
+        array = np.ascontiguousarray(array[..., 0])  # an RGB file that only holds grey
+    if image_type == "colour" and not _is_colour(array):
+        raise ValueError(f"'{name}' has no colour channels (shape {array.shape}); choose image type "
+                         "'grayscale' or 'n-phase' for it.")
+    if image_type == "grayscale" and _is_colour(array):
+        raise ValueError(f"'{name}' is a colour image; choose image type 'colour' or convert it to "
+                         "grayscale first.")
+    flat = array.reshape(-1, 3) if _is_colour(array) else array.reshape(-1, 1)
+    if np.all(flat.min(axis=0) == flat.max(axis=0)):
+        value = flat[0].tolist() if flat.shape[1] == 3 else flat[0, 0].item()
+        raise ValueError(f"'{name}' has only one value ({value}); a training image needs "
+                         "structure, so check that the right file or segmentation was saved.")
+    return array
+
+
+def _check_layout(arrays, paths, label: str, patch_size: int) -> str:
+    """Check dimensions and sizes of one dataset's 1 or 3 arrays; return 'image', 'stack' or 'views'."""
+    names = [os.path.basename(p) for p in paths]
+    spatial = [a.shape[:-1] if _is_colour(a) else a.shape for a in arrays]
+    if len(arrays) == 3:
+        for name, shape in zip(names, spatial):
+            if len(shape) != 2:
+                raise ValueError(f"{label} gives three views, but '{name}' has shape {shape} instead "
+                                 "of 2D; give three 2D images (x, y, z views) or one 3D stack.")
+        kind = "views"
+    else:
+        if len(spatial[0]) not in (2, 3):
+            dims = len(arrays[0].shape)
+            raise ValueError(f"'{names[0]}' has {dims} dimension{'s' * (dims != 1)} (shape "
+                             f"{arrays[0].shape}); give a 2D image (H, W), a 3D stack (D, H, W) or "
+                             "a colour image (H, W, 3).")
+        kind = "image" if len(spatial[0]) == 2 else "stack"
+    for name, shape in zip(names, spatial):
+        if min(shape) < patch_size:
+            unit = "pixels" if len(shape) == 2 else "voxels"
+            raise ValueError(f"'{name}' is {' x '.join(map(str, shape))} {unit}, smaller than the patch "
+                             f"size {patch_size}; choose a patch size of at most {min(shape)} or a "
+                             "bigger image.")
+    return kind
+
+
+def _labels_of(array: np.ndarray, name: str) -> np.ndarray:
+    if not _is_colour(array):
+        return array
+    if array.dtype != np.uint8:
+        raise ValueError(f"'{name}' is a {array.dtype} colour image; choose image type 'colour', or save "
+                         "segmented labels as an 8-bit or single-channel image.")
+    rgb = array.astype(np.uint32)
+    return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]  # one int per colour, 0xRRGGBB
+
+
+def _distinct(labels: np.ndarray) -> np.ndarray:
+    if labels.dtype.kind in "bu" and labels.dtype.itemsize <= 2:  # bincount is far faster than sort
+        return np.flatnonzero(np.bincount(labels.ravel().astype(np.intp)))
+    return np.unique(labels)
+
+
+def _to_phase_indices(raws, specs, max_phases: int):
+    """Map labels to phase indices 0..n-1 (uint8), checking every file holds the same values."""
+    reference = None  # (file name, phase values) of the first file
+    sources = []
+    for arrays, spec in zip(raws, specs):
+        indices = []
+        for array, path in zip(arrays, spec.paths):
+            name = os.path.basename(path)
+            labels = _labels_of(array, name)
+            values = _distinct(labels)
+            if values.size > max_phases:
+                kind = "colour" if _is_colour(array) else "grayscale"
+                jpeg = " (JPEG compression blurs labels, so save segmentations as PNG or TIFF)" \
+                    if Path(path).suffix.lower() in (".jpg", ".jpeg") else ""
+                raise ValueError(f"'{name}' has {values.size} distinct values, more than max_phases="
+                                 f"{max_phases}, so it looks like a {kind} image{jpeg}; choose image "
+                                 f"type '{kind}' or segment it into phases first.")
+            if not np.all(values == np.round(values)):
+                raise ValueError(f"'{name}' has non-integer values such as "
+                                 f"{values[values != np.round(values)][0]}; n-phase labels must be whole "
+                                 "numbers, so choose image type 'grayscale' or segment it first.")
+            as_ints = tuple(int(v) for v in values)
+            if reference is None:
+                reference = (name, as_ints)
+            elif as_ints != reference[1]:
+                raise ValueError(f"Phase values disagree: '{reference[0]}' has {list(reference[1])} but "
+                                 f"'{name}' has {list(as_ints)}; relabel the files to the same values.")
+            if labels.dtype == np.uint8 or labels.dtype == bool:
+                lookup = np.zeros(256, dtype=np.uint8)
+                lookup[values.astype(np.intp)] = np.arange(values.size)
+                index = lookup[labels.astype(np.uint8)]
+            else:
+                index = np.searchsorted(values, labels).astype(np.uint8)
+            indices.append(np.ascontiguousarray(index))
+        sources.append(indices)
+    return reference[1], sources
+
+
+def _to_uint8(raws, specs):
+    """Convert grayscale / colour data to uint8 0..255 following the module's documented policy."""
+    def needs_joint_range(a):
+        if a.dtype in (np.uint8, bool):
+            return False
+        low, high = a.min(), a.max()
+        return not (0 <= low and high <= (1 if a.dtype.kind == "f" else 255))
+
+    joint = [a for arrays in raws for a in arrays if needs_joint_range(a)]
+    joint_low = min((float(a.min()) for a in joint), default=0.0)
+    joint_high = max((float(a.max()) for a in joint), default=1.0)
+    sources = []
+    for arrays in raws:
+        converted = []
+        for a in arrays:
+            if a.dtype == np.uint8:
+                out = a
+            elif a.dtype == bool:
+                out = a.astype(np.uint8) * np.uint8(255)
+            elif needs_joint_range(a):
+                scaled = (a.astype(np.float32) - joint_low) * (255.0 / (joint_high - joint_low))
+                out = np.rint(scaled).astype(np.uint8)
+            elif a.dtype.kind == "f":
+                out = np.rint(a.astype(np.float32) * 255.0).astype(np.uint8)
+            else:
+                out = a.astype(np.uint8)
+            converted.append(np.ascontiguousarray(out))
+        sources.append(converted)
+    return sources
