@@ -202,8 +202,10 @@ class Model:
         if probabilities:
             return probs.float().cpu().numpy()
         if self.image_type == "n-phase":
-            lookup = torch.tensor(self.phase_values, dtype=torch.uint8, device=probs.device)
-            return lookup[probs.argmax(0)].cpu().numpy()
+            # uint8 unless a phase value needs more (16-bit label files).
+            dtype = np.uint8 if max(self.phase_values) <= 255 else np.int32
+            lookup = np.asarray(self.phase_values, dtype=dtype)
+            return lookup[probs.argmax(0).cpu().numpy()]
         out = probs.float().cpu().numpy()
         return out[0] if self.image_type == "grayscale" else np.moveaxis(out, 0, -1)
 
@@ -226,7 +228,7 @@ class Model:
         if probabilities:
             out = np.empty((n_channels, *shape), np.float32)
         elif self.image_type == "n-phase":
-            out = np.empty(shape, np.uint8)
+            out = np.empty(shape, np.uint8 if max(self.phase_values) <= 255 else np.int32)
         else:
             out = np.empty(shape if self.image_type == "grayscale" else (*shape, 3), np.float32)
         tiles = list(itertools.product(*(range(0, n, c) for n, c in zip(shape, core))))

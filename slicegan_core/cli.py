@@ -1,0 +1,212 @@
+"""Command line: ``python -m slicegan_core {synth,train,resume,generate,info,evaluate,steering} --help``.
+
+Bad user input prints one line (``error: ...``) and exits with status 2; it never shows a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+
+def _shape(text: str) -> tuple[int, int, int]:
+    """'128' -> (128, 128, 128); '128x96x64' -> (128, 96, 64)."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"shape must look like 128 or 128x128x64 (got {text!r})") from None
+    if len(values) == 1:
+        values *= 3
+    if len(values) != 3 or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"shape must be one or three positive integers (got {text!r})")
+    return tuple(values)
+
+
+def _attrs(text: str) -> dict[str, float]:
+    """'alpha=0.35,beta=2' -> {'alpha': 0.35, 'beta': 2.0}."""
+    out = {}
+    for item in filter(None, text.split(",")):
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise argparse.ArgumentTypeError(f"attributes must look like alpha=0.35 (got {text!r})")
+    return out
+
+
+def _value(text: str):
+    """Parse a --set value: int, float, bool, comma list or string."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if "," in text:
+        return tuple(_value(t) for t in text.split(","))
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m slicegan_core",
+                                     description="SliceGAN Studio: steerable 3D microstructures from 2D images.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="make a synthetic 3-phase grain volume (ground truth)")
+    p.add_argument("--sigma", type=float, default=0.35, help="std of ln(grain ESD) = alpha (default 0.35)")
+    p.add_argument("--median-esd", type=float, default=8.0, help="median grain ESD in voxels (default 8)")
+    p.add_argument("--shape", type=_shape, default=(128, 128, 128), help="e.g. 160 or 160x160x160")
+    p.add_argument("--fractions", default="0.35,0.35,0.30", help="phase volume fractions (default 0.35,0.35,0.30)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-periodic", action="store_true", help="do not wrap grains across faces")
+    p.add_argument("--out", required=True, help="output file .npy/.tif/.vti")
+    p.add_argument("--grain-ids", help="also write the grain ids (.npy)")
+
+    p = sub.add_parser("train", help="train a new model from 2D images or 3D stacks")
+    p.add_argument("--data", action="append", required=True, metavar="PATH[,PATH,PATH]",
+                   help="one image or 3D stack, or three comma-separated 2D views (x,y,z); repeat per dataset")
+    p.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE[,...]",
+                   help="attribute values of each --data, in the same order (e.g. alpha=0.35)")
+    p.add_argument("--image-type", default="n-phase", choices=("n-phase", "grayscale", "colour"))
+    p.add_argument("--preset", default="cpu", help="cpu (laptop, default), paper (the seed's, GPU) or tiny")
+    p.add_argument("--run-dir", required=True, help="new directory for this run")
+    p.add_argument("--steps", type=int, help="generator steps (overrides the preset)")
+    p.add_argument("--voxel-size", type=float, help="voxel edge in micrometres")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AVX-512 BF16)")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA when present")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override any model/training field, e.g. --set lr_g=2e-4 --set g_widths=64,32,16,8")
+
+    p = sub.add_parser("resume", help="continue a run from its last checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("--steps", type=int, help="new total number of generator steps")
+
+    p = sub.add_parser("generate", help="generate a volume from a model")
+    p.add_argument("--model", default="models/default", help="model directory (default models/default)")
+    p.add_argument("--attr", type=_attrs, default=None, metavar="NAME=VALUE[,...]", help="e.g. alpha=0.35")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shape", type=_shape, default=(128, 128, 128), help="e.g. 128 or 256x256x128")
+    p.add_argument("--periodic", action="store_true", help="opposite faces continue into each other")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--out", required=True, help="output file: .tif (ImageJ), .npy or .vti (ParaView)")
+
+    p = sub.add_parser("info", help="show a model's card")
+    p.add_argument("model", nargs="?", default="models/default")
+
+    sub.add_parser("evaluate", help="compare a generated volume with real data (see evaluate --help)",
+                   add_help=False)
+    sub.add_parser("steering", help="measure how an attribute steers a model (see steering --help)",
+                   add_help=False)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in ("evaluate", "steering"):
+        from . import evaluate as evaluation
+        entry = evaluation.evaluate_main if argv[0] == "evaluate" else evaluation.steering_main
+        return _guard(lambda: entry(argv[1:]))
+    args = build_parser().parse_args(argv)
+    return _guard(lambda: COMMANDS[args.command](args))
+
+
+def _guard(action) -> int:
+    """Run a command; user errors become one line on stderr and exit status 2."""
+    try:
+        result = action()
+        return int(result or 0)
+    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_synth(args) -> int:
+    from .export import save_volume
+    from .synthetic import synthesize
+
+    fractions = tuple(float(f) for f in args.fractions.split(","))
+    volume = synthesize(shape=args.shape, sigma=args.sigma, median_esd=args.median_esd,
+                        phase_fractions=fractions, periodic=not args.no_periodic, seed=args.seed)
+    save_volume(args.out, volume.labels, provenance={"synthetic_recipe": volume.recipe})
+    if args.grain_ids:
+        save_volume(args.grain_ids, volume.grain_ids, provenance={"synthetic_recipe": volume.recipe})
+    print(f"wrote {args.out}: {volume.labels.shape}, {volume.grain_phase.size} grains")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .data import DatasetSpec
+    from .train import train
+
+    if args.attr and len(args.attr) != len(args.data):
+        raise ValueError(f"Give one --attr per --data (got {len(args.data)} --data and {len(args.attr)} --attr).")
+    attrs = [_attrs(a) for a in args.attr] if args.attr else [{} for _ in args.data]
+    specs = [DatasetSpec(paths=tuple(p for p in d.split(",") if p), attrs=a) for d, a in zip(args.data, attrs)]
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set needs FIELD=VALUE (got {item!r}).")
+        overrides[key.strip()] = _value(value.strip())
+    overrides.update(steps=args.steps, device=args.device, bf16=args.bf16 or None)
+    run_dir = train(specs, args.run_dir, preset_name=args.preset, image_type=args.image_type,
+                    voxel_size_um=args.voxel_size, **overrides)
+    print(f"run finished or stopped: {run_dir} (model in {Path(run_dir) / 'model'})")
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from .train import resume
+
+    run_dir = resume(args.run_dir, steps=args.steps)
+    print(f"run finished or stopped: {run_dir}")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from .export import provenance, save_volume
+    from .generate import load_model
+
+    suffix = Path(args.out).suffix.lower()
+    if suffix not in (".tif", ".tiff", ".npy", ".vti"):
+        raise ValueError(f"--out must end in .tif, .npy or .vti (got {args.out!r}).")
+    model = load_model(args.model, device=args.device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        volume = model.generate(args.attr, seed=args.seed, shape=args.shape, periodic=args.periodic,
+                                progress=True)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    attrs = model._check_attrs(args.attr)
+    save_volume(args.out, volume, model.voxel_size_um,
+                provenance(model, attrs, args.seed, args.shape, args.periodic))
+    print(f"wrote {args.out}: shape {volume.shape}, {volume.dtype}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .generate import load_model
+
+    model = load_model(args.model)
+    card = {"model": args.model, "image_type": model.image_type, "phases": model.phases,
+            "attributes": {n: {"trained_values": model.trained_values[n], "range": model.trained_range[n]}
+                           for n in model.attribute_names},
+            "voxel_size_um": model.voxel_size_um, "patch_size": model.config.patch_size,
+            "training": model.info.get("training", {}).get("steps"),
+            "training_wall_time_s": model.info.get("training", {}).get("wall_time_s")}
+    print(json.dumps(card, indent=2))
+    return 0
+
+
+COMMANDS = {"synth": cmd_synth, "train": cmd_train, "resume": cmd_resume, "generate": cmd_generate,
+            "info": cmd_info}
