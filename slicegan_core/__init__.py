@@ -6,6 +6,10 @@ Public API: :func:`load_model` / ``Model.generate``, :func:`train` / :func:`resu
 __version__ = "0.1.0"
 
 from .config import ModelConfig, TrainConfig, preset  # noqa: E402
+from .data import DatasetSpec, load_training_data  # noqa: E402
 from .generate import Model, load_model  # noqa: E402
+from .synthetic import synthesize  # noqa: E402
+from .train import resume, train  # noqa: E402
 
-__all__ = ["__version__", "ModelConfig", "TrainConfig", "preset", "Model", "load_model"]
+__all__ = ["__version__", "ModelConfig", "TrainConfig", "preset", "DatasetSpec", "load_training_data",
+           "Model", "load_model", "synthesize", "train", "resume"]

@@ -78,6 +78,10 @@ class TrainConfig:
     # Slices per axis cut from each fake volume for the critic; None = all patch_size slices (SliceGAN).
     slices_per_axis: int | None = None
     bf16: bool = False                        # CPU/GPU autocast of convs to bfloat16 (speed option)
+    # Gaussian jitter of the attribute code (std, in normalised [-1, 1] units) given to G and the critic
+    # for each fake volume and its matching real patches (vicinal training, as in CcGAN) so the map from
+    # attribute to structure is learnt as a continuous one rather than three separate modes; 0 = off.
+    attr_jitter: float = 0.0
     checkpoint_every: int = 200               # generator steps
     log_every: int = 10
     seed: int = 0

@@ -131,7 +131,12 @@ class Run:
         """(dataset index (B,), attrs (B, k), fake volumes (B, C, P, P, P)) for datasets drawn uniformly."""
         batch = self.train_config.batch_size
         dataset_index = self.rng.integers(0, len(self.data), batch)
-        attrs = torch.from_numpy(self.data.attrs[dataset_index]).to(self.device)
+        attrs = torch.from_numpy(self.data.attrs[dataset_index])
+        if self.train_config.attr_jitter > 0:
+            half_span = torch.tensor([(high - low) / 2 for low, high in self.model_config.attribute_ranges])
+            noise = torch.randn(attrs.shape, generator=self.torch_rng)
+            attrs = attrs + noise * half_span * self.train_config.attr_jitter
+        attrs = attrs.to(self.device)
         z = torch.randn((batch, self.model_config.z_channels, 4, 4, 4), generator=self.torch_rng).to(self.device)
         with torch.set_grad_enabled(grad), self.autocast():
             fake = self.G(z, attrs)
@@ -301,7 +306,8 @@ def train(datasets, run_dir, preset_name: str = "cpu", image_type: str = "n-phas
                        "datasets": [{"paths": [str(Path(p).resolve()) for p in d.paths], "attrs": d.attrs}
                                     for d in datasets]},
               "options": {"bf16": train_config.bf16, "slices_per_axis": train_config.slices_per_axis,
-                          "threads": train_config.threads, "device": train_config.device},
+                          "threads": train_config.threads, "device": train_config.device,
+                          "attr_jitter": train_config.attr_jitter},
               "model_info": model_info or {}}
     run_dir.mkdir(parents=True, exist_ok=True)
     with _RunLock(run_dir):
