@@ -44,10 +44,8 @@ class AdaIN(nn.Module):
 
     def statistics(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-volume, per-channel (mean, std) of x (B, C, D, H, W), float32 for stability under bf16."""
-        x32 = x.float()
-        mean = x32.mean(dim=(2, 3, 4), keepdim=True)
-        std = (x32.var(dim=(2, 3, 4), keepdim=True, unbiased=False) + self.eps).sqrt()
-        return mean.to(x.dtype), std.to(x.dtype)
+        var, mean = torch.var_mean(x.float(), dim=(2, 3, 4), keepdim=True, correction=0)
+        return mean.to(x.dtype), (var + self.eps).sqrt().to(x.dtype)
 
 
 class StyleMLP(nn.Module):
