@@ -54,9 +54,17 @@ def _value(text: str):
     return text
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are the CLI's one line (``error: ...``, status 2), not usage + message.
+    Subcommand parsers inherit it (add_subparsers uses the parent's class)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m slicegan_core",
-                                     description="SliceGAN Studio: steerable 3D microstructures from 2D images.")
+    parser = _Parser(prog="python -m slicegan_core",
+                     description="SliceGAN Studio: steerable 3D microstructures from 2D images.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("synth", help="make a synthetic 3-phase grain volume (ground truth)")

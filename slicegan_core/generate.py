@@ -106,7 +106,10 @@ class Model:
         messages = []
         for name, (low, high) in self.trained_range.items():
             value = attrs[name]
-            if not low <= value <= high:
+            # Tolerance: older models store float32-rounded ranges (0.15 -> 0.15000000596), which must not
+            # call the trained value 0.15 out of range.
+            tolerance = 1e-6 * max(1.0, abs(low), abs(high))
+            if not low - tolerance <= value <= high + tolerance:
                 messages.append(f"{name}={value:g} is outside the trained range [{low:g}, {high:g}]; "
                                 "the model extrapolates there and the result may not follow the attribute.")
         return messages

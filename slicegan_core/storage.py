@@ -60,10 +60,10 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         tensors = st_load(data)
         header_len = int.from_bytes(data[:8], "little")
         header = json.loads(data[8:8 + header_len])
+        meta = json.loads((header.get("__metadata__") or {}).get(META_KEY, "{}"))
     except (SafetensorError, ValueError, json.JSONDecodeError) as error:
         raise ValueError(f"{path} is not a valid safetensors file ({error}); it may be truncated or corrupt.") from None
-    meta_text = (header.get("__metadata__") or {}).get(META_KEY, "{}")
-    return tensors, json.loads(meta_text)
+    return tensors, meta
 
 
 def optimizer_to_flat(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:

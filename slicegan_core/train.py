@@ -194,7 +194,9 @@ class Run:
 
     def export_model(self, directory: Path):
         data, mc = self.data, self.model_config
-        attributes = {name: {"trained_values": sorted({float(v) for v in data.attrs[:, i]}),
+        # The values as given (config.json), not data.attrs' float32 roundings (0.2 -> 0.2000000030).
+        given = [d["attrs"] for d in self.config["data"]["datasets"]]
+        attributes = {name: {"trained_values": sorted({float(a[name]) for a in given}),
                              "range": list(mc.attribute_ranges[i])}
                       for i, name in enumerate(mc.attribute_names)}
         phases = default_phases(data.phase_values) if mc.image_type == "n-phase" else []
@@ -269,8 +271,17 @@ def _last_event(path: Path) -> dict:
 def _truncate_events(path: Path, step: int):
     """Drop log lines written after the checkpoint we resume from, so the curve has no duplicate steps."""
     if path.is_file():
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        kept = [line for line in path.read_text().splitlines()
+                if (_event(line) or {}).get("step", step + 1) <= step]
         atomic_write_text(path, "".join(line + "\n" for line in kept))
+
+
+def _event(line: str) -> dict | None:
+    """One events.jsonl line, or None for a line cut short by a kill in the middle of its write."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
 
 
 # ---- public entry points ------------------------------------------------------------------------------
@@ -292,8 +303,10 @@ def train(datasets, run_dir, preset_name: str = "cpu", image_type: str = "n-phas
     model_fields, train_fields = preset(preset_name, **overrides)
     # Validate the data before anything is written, so a bad file leaves no half-made run behind.
     data = load_training_data(datasets, image_type=image_type, patch_size=model_fields["patch_size"])
-    ranges = tuple((float(data.attrs[:, i].min()), float(data.attrs[:, i].max()))
-                   for i in range(len(data.attribute_names)))
+    # From the values as given: data.attrs is float32, and 0.2 rounded to float32 lies above 0.2, so a
+    # float32-based range would call the trained value 0.2 "outside the trained range".
+    given = np.array([[float(d.attrs[n]) for n in data.attribute_names] for d in datasets]).reshape(len(datasets), -1)
+    ranges = tuple((float(given[:, i].min()), float(given[:, i].max())) for i in range(given.shape[1]))
     model_config = ModelConfig(**{**model_fields, "image_type": image_type, "n_channels": data.n_channels,
                                   "attribute_names": tuple(data.attribute_names), "attribute_ranges": ranges,
                                   "isotropic": data.isotropic})

@@ -1,0 +1,243 @@
+"""Training runs: end to end, exact resume, surviving SIGTERM / SIGKILL, and refusing to clobber a run."""
+import importlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from slicegan_core.data import DatasetSpec
+from slicegan_core.generate import load_model
+from slicegan_core.storage import load_tensors
+from slicegan_core.train import resume, train
+
+from conftest import ALPHAS, TRAINED_STEPS, VOXEL_SIZE_UM
+
+REPO = Path(__file__).resolve().parents[1]
+train_module = importlib.import_module("slicegan_core.train")   # the package exports a train() too
+
+
+def event_steps(run_dir: Path) -> list[int]:
+    path = run_dir / "events.jsonl"
+    if not path.is_file():
+        return []
+    steps = []
+    for line in path.read_text().splitlines():
+        try:
+            steps.append(json.loads(line)["step"])
+        except json.JSONDecodeError:          # the line being written right now
+            pass
+    return steps
+
+
+def status(run_dir: Path) -> dict:
+    return json.loads((run_dir / "status.json").read_text())
+
+
+def checkpoint_step(run_dir: Path) -> int:
+    return load_tensors(run_dir / "checkpoint.safetensors")[1]["step"]
+
+
+def start_cli_training(training_volumes, run_dir: Path, *settings: str) -> subprocess.Popen:
+    """``python -m slicegan_core train`` on the two test volumes, tiny preset, effectively endless."""
+    command = [sys.executable, "-m", "slicegan_core", "train", "--preset", "tiny", "--run-dir", str(run_dir),
+               "--steps", "100000", "--set", "threads=1"]
+    for path, alpha in training_volumes:
+        command += ["--data", str(path), "--attr", f"alpha={alpha}"]
+    for setting in settings:
+        command += ["--set", setting]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_until(condition, process: subprocess.Popen, timeout: float = 120.0, poll: float = 0.01):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if process.poll() is not None:
+            raise AssertionError(f"training exited early: {process.communicate()[1].decode()[-2000:]}")
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("training made no progress in time")
+        time.sleep(poll)
+
+
+# ---- a tiny run end to end -------------------------------------------------------------------------------
+
+def test_tiny_run_finishes_with_a_loadable_model(trained_run):
+    assert status(trained_run)["state"] == "finished" and status(trained_run)["step"] == TRAINED_STEPS
+    assert event_steps(trained_run) == list(range(1, TRAINED_STEPS + 1))
+    assert checkpoint_step(trained_run) == TRAINED_STEPS
+    assert not (trained_run / "run.lock").exists()
+    events = [json.loads(line) for line in (trained_run / "events.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(e[k]) for e in events for k in ("loss_d", "loss_g", "wasserstein", "gradient_penalty"))
+    for alpha in ALPHAS:
+        assert (trained_run / "samples" / f"latest_alpha={alpha:g}.png").is_file()
+        assert (trained_run / "samples" / f"step_{TRAINED_STEPS:06d}_alpha={alpha:g}.png").is_file()
+    model = load_model(trained_run / "model", device="cpu")
+    volume = model.generate({"alpha": 0.3}, seed=0, shape=(48, 40, 32))
+    assert volume.shape == (48, 40, 32) and set(np.unique(volume)) <= {0, 1, 2}
+    assert model.info["training"]["steps"] == TRAINED_STEPS and model.voxel_size_um == VOXEL_SIZE_UM
+    assert model.trained_values == {"alpha": list(ALPHAS)}          # as given, not float32 roundings
+    assert model.info["training_data"]["phase_values"] == [0, 1, 2]
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["preset"] == "tiny" and config["train"]["steps"] == TRAINED_STEPS
+    assert config["model"]["patch_size"] == 32 and config["train"]["checkpoint_every"] == 2
+
+
+def test_checkpoint_is_self_contained(trained_run):
+    tensors, meta = load_tensors(trained_run / "checkpoint.safetensors")
+    assert {"step", "config", "opt_g", "opt_d", "rng_numpy", "package_version"} <= set(meta)
+    assert meta["config"] == json.loads((trained_run / "config.json").read_text())
+    assert any(k.startswith("G.") for k in tensors) and any(k.startswith("D.") for k in tensors)
+    assert any(k.startswith("opt_g.") for k in tensors) and "rng.torch" in tensors
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_specs, tmp_path):
+    train(tiny_specs, tmp_path / "straight", preset_name="tiny", steps=6)
+    train(tiny_specs, tmp_path / "split", preset_name="tiny", steps=3)
+    assert checkpoint_step(tmp_path / "split") == 3
+    resume(tmp_path / "split", steps=6)
+    straight, straight_meta = load_tensors(tmp_path / "straight" / "checkpoint.safetensors")
+    split, split_meta = load_tensors(tmp_path / "split" / "checkpoint.safetensors")
+    assert straight_meta["step"] == split_meta["step"] == 6
+    assert set(straight) == set(split)
+    different = [name for name in straight if not torch.equal(straight[name], split[name])]
+    assert different == []
+    assert straight_meta["rng_numpy"] == split_meta["rng_numpy"]
+    assert event_steps(tmp_path / "split") == list(range(1, 7))
+
+
+def test_sigterm_checkpoints_and_stops_then_resume_continues(training_volumes, tmp_path):
+    run_dir = tmp_path / "run"
+    process = start_cli_training(training_volumes, run_dir, "checkpoint_every=100000")
+    wait_until(lambda: len(event_steps(run_dir)) >= 2, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr.decode()[-2000:]
+    stopped = status(run_dir)
+    assert stopped["state"] == "stopped"
+    step = checkpoint_step(run_dir)                       # the checkpoint written on SIGTERM
+    assert step >= 2 and stopped["step"] == step and max(event_steps(run_dir)) == step
+    assert not (run_dir / "run.lock").exists()
+    assert load_model(run_dir / "model", device="cpu").info["training"]["steps"] == step
+
+    resume(run_dir, steps=step + 2)
+    assert status(run_dir)["state"] == "finished" and checkpoint_step(run_dir) == step + 2
+    assert event_steps(run_dir) == list(range(1, step + 3))
+    assert json.loads((run_dir / "config.json").read_text())["train"]["steps"] == step + 2
+
+
+def test_sigkill_between_checkpoints_resumes_from_the_last_one(training_volumes, tmp_path):
+    run_dir = tmp_path / "run"
+    process = start_cli_training(training_volumes, run_dir, "checkpoint_every=4")
+    # Kill right after the first step past a checkpoint: the log is then ahead of the checkpoint.
+    wait_until(lambda: (lambda s: bool(s) and s[-1] >= 5 and s[-1] % 4 == 1)(event_steps(run_dir)), process)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=60)
+    step = checkpoint_step(run_dir)
+    logged = event_steps(run_dir)
+    assert step % 4 == 0 and max(logged) > step                # killed between checkpoints
+    assert (run_dir / "run.lock").exists()                     # a stale lock of a dead process
+    assert status(run_dir)["state"] == "running"
+    with open(run_dir / "events.jsonl", "a") as events:        # a line cut short by the kill
+        events.write('{"step": %d, "loss_d": 1.2' % (max(logged) + 1))
+
+    resume(run_dir, steps=step + 2)
+    assert status(run_dir)["state"] == "finished" and checkpoint_step(run_dir) == step + 2
+    steps = event_steps(run_dir)
+    assert steps == list(range(1, step + 3))                   # no duplicates, no gap
+    assert len((run_dir / "events.jsonl").read_text().splitlines()) == step + 2
+    assert not (run_dir / "run.lock").exists()
+
+
+# ---- refusing to clobber a run ----------------------------------------------------------------------------
+
+@pytest.fixture
+def live_pid():
+    sleeper = subprocess.Popen(["sleep", "120"])
+    yield sleeper.pid
+    sleeper.kill()
+    sleeper.wait()
+
+
+def test_a_second_process_on_the_same_run_is_refused(trained_run, tiny_specs, tmp_path, live_pid):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    (run_dir / "run.lock").write_text(str(live_pid))
+    before = (run_dir / "checkpoint.safetensors").read_bytes()
+    with pytest.raises(ValueError, match=f"is in use by process {live_pid}; stop that run first"):
+        resume(run_dir, steps=TRAINED_STEPS + 1)
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "run.lock").write_text(str(live_pid))
+    with pytest.raises(ValueError, match=f"is in use by process {live_pid}"):
+        train(tiny_specs, fresh, preset_name="tiny", steps=1)
+    assert (run_dir / "checkpoint.safetensors").read_bytes() == before
+    assert (run_dir / "run.lock").read_text() == str(live_pid)   # the owner's lock stays
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(trained_run, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (run_dir / "run.lock").write_text(str(dead.pid))
+    resume(run_dir)                                            # already at its steps: finishes at once
+    assert status(run_dir)["state"] == "finished" and not (run_dir / "run.lock").exists()
+
+
+def test_training_into_a_used_directory_is_refused(trained_run, tiny_specs, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    config = (run_dir / "config.json").read_text()
+    with pytest.raises(ValueError, match="already holds a run; resume it or choose a new directory"):
+        train(tiny_specs, run_dir, preset_name="tiny", steps=2, lr_g=1e-3)
+    assert (run_dir / "config.json").read_text() == config
+    assert event_steps(run_dir) == list(range(1, TRAINED_STEPS + 1))
+
+
+def test_resume_needs_a_run_directory(tmp_path):
+    with pytest.raises(ValueError, match="is not a training run \\(no config.json\\)"):
+        resume(tmp_path)
+
+
+def test_bad_data_leaves_no_run_behind(tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(ValueError, match="does not exist"):
+        train([DatasetSpec((str(tmp_path / "missing.npy"),), {"alpha": 0.2})], run_dir, preset_name="tiny")
+    assert not run_dir.exists()
+
+
+def test_bad_option_is_refused_before_anything_is_written(tiny_specs, tmp_path):
+    with pytest.raises(ValueError, match="Unknown option 'lerning_rate'"):
+        train(tiny_specs, tmp_path / "run", preset_name="tiny", lerning_rate=1)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_crash_is_recorded_and_releases_the_lock(tiny_specs, tmp_path, monkeypatch):
+    def broken_penalty(*args, **kwargs):
+        raise RuntimeError("penalty exploded")
+    monkeypatch.setattr(train_module, "gradient_penalty", broken_penalty)
+    run_dir = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="penalty exploded"):
+        train(tiny_specs, run_dir, preset_name="tiny", steps=2)
+    crashed = status(run_dir)
+    assert crashed["state"] == "crashed" and "penalty exploded" in crashed["error"]
+    assert not (run_dir / "run.lock").exists()
+
+
+def test_options_are_recorded(tiny_specs, tmp_path):
+    run_dir = train(tiny_specs, tmp_path / "run", preset_name="tiny", steps=1, attr_jitter=0.1,
+                    slices_per_axis=2, model_info={"name": "demo"})
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["attr_jitter"] == 0.1 and config["options"]["slices_per_axis"] == 2
+    assert config["model"]["attribute_ranges"] == [list(ALPHAS)]
+    info = json.loads((run_dir / "model" / "model.json").read_text())
+    assert info["name"] == "demo" and info["training"]["options"]["attr_jitter"] == 0.1
