@@ -1,0 +1,181 @@
+"""Fidelity and steering report of trained models against the synthetic truth (issue: default model).
+
+    python bench/report_default_model.py --model conditional=models/default [--model other=runs/x/model ...]
+        [--seeds 8] [--size 128] [--steer-seeds 4] [--steer-size 96] [--out docs/default-model]
+
+Writes <out>/report.json, <out>/steering.png and prints markdown tables (pasted into docs/default-model.md).
+Truth: the recipe's synthetic volumes (bench/default_model.py data) at the trained and held-out alphas; for
+the steering sweep, fresh synthetic volumes at every commanded alpha, measured by the same pipeline.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from slicegan_core import load_model, synthesize  # noqa: E402
+from slicegan_core.evaluate import compare, steering, write_json  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from default_model import RECIPE, data_path, make_data  # noqa: E402
+
+GOALS = {"vf": 0.01, "s2": 0.01, "sigma_trained": 0.03, "sigma_held_out": 0.05}
+
+
+def fidelity(model, data_dir: Path, seeds: int, size: int) -> list[dict]:
+    """Per alpha (trained + held out) and phase: mean over seeds of the compare() distances to the truth."""
+    rows = []
+    for alpha in sorted(RECIPE["sigmas"] + RECIPE["held_out_sigmas"]):
+        truth = np.load(data_path(data_dir, alpha))
+        reports = []
+        for seed in range(seeds):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                volume = model.generate({"alpha": alpha}, seed=seed, shape=(size,) * 3)
+            reports.append(compare(truth, volume, phases=[0, 1, 2], n_boot=0))
+        for phase in ("0", "1", "2"):
+            entries = [r["phases"][phase] for r in reports]
+            mean = lambda key: float(np.nanmean([e[key] for e in entries]))  # noqa: E731
+            rows.append({"alpha": alpha, "held_out": alpha in RECIPE["held_out_sigmas"], "phase": int(phase),
+                         "vf_abs_diff": float(np.mean([abs(e["vf_real"] - e["vf_generated"]) for e in entries])),
+                         "s2_max_abs_diff": mean("s2_max_abs_diff"),
+                         "ln_esd_sigma_real": mean("ln_esd_sigma_real"),
+                         "ln_esd_sigma_generated": mean("ln_esd_sigma_generated"),
+                         "ln_chord_sigma_real": mean("ln_chord_sigma_real"),
+                         "ln_chord_sigma_generated": mean("ln_chord_sigma_generated"),
+                         "ln_chord_mean_real": float(np.log(mean("chord_mean_real"))),
+                         "ln_chord_mean_generated": float(np.log(mean("chord_mean_generated")))})
+    return rows
+
+
+def verdicts(rows: list[dict]) -> dict:
+    """Which fidelity goals hold, and the worst miss of each."""
+    out = {}
+    trained = [r for r in rows if not r["held_out"]]
+    held = [r for r in rows if r["held_out"]]
+    checks = {
+        "vf (trained)": (max(r["vf_abs_diff"] for r in trained), GOALS["vf"]),
+        "max abs dS2 (trained)": (max(r["s2_max_abs_diff"] for r in trained), GOALS["s2"]),
+        "sigma ln ESD (trained)": (max(abs(r["ln_esd_sigma_generated"] - r["ln_esd_sigma_real"]) for r in trained),
+                                   GOALS["sigma_trained"]),
+        "sigma ln chord (trained)": (max(abs(r["ln_chord_sigma_generated"] - r["ln_chord_sigma_real"])
+                                         for r in trained), GOALS["sigma_trained"]),
+        "sigma ln ESD (held out)": (max(abs(r["ln_esd_sigma_generated"] - r["ln_esd_sigma_real"]) for r in held),
+                                    GOALS["sigma_held_out"]),
+    }
+    for name, (worst, goal) in checks.items():
+        out[name] = {"worst": worst, "goal": goal, "met": bool(worst <= goal)}
+    return out
+
+
+def steering_sweep(model, seeds: int, size: int) -> dict:
+    values = list(np.round(np.linspace(0.15, 0.6, 10), 4)) + [0.0, 0.05, 0.7, 0.8]
+
+    def truth(value, seed):
+        return synthesize(shape=(size,) * 3, sigma=value, median_esd=RECIPE["median_esd"],
+                          phase_fractions=tuple(RECIPE["phase_fractions"]), periodic=False,
+                          seed=5000 + seed).labels
+
+    return steering(model, "alpha", values, seeds=seeds, shape=(size,) * 3, truth=truth, progress=False)
+
+
+def plot(steerings: dict[str, dict], path: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, measure, label in zip(axes, ("ln_esd_sigma", "ln_chord_sigma"),
+                                  ("sigma of ln(ESD), watershed features", "sigma of ln(chord length)")):
+        truth_drawn = False
+        for (name, report), colour in zip(steerings.items(), ("#0072B2", "#D55E00", "#009E73")):
+            values = np.array(report["values"])
+            # Pool phases: median over phases of the per-phase medians / bands.
+            block = [report["phases"][p][measure] for p in report["phases"]]
+            med = np.nanmedian([b["generated"]["median"] for b in block], axis=0)
+            low = np.nanmedian([b["generated"]["min"] for b in block], axis=0)
+            high = np.nanmedian([b["generated"]["max"] for b in block], axis=0)
+            ax.plot(values, med, "o-", color=colour, label=f"{name} (median over seeds)")
+            ax.fill_between(values, low, high, color=colour, alpha=0.2)
+            if not truth_drawn and block[0]["truth"] is not None:
+                truth_med = np.nanmedian([b["truth"]["median"] for b in block], axis=0)
+                ax.plot(values, truth_med, "k--", label="synthetic truth (same measurement)")
+                truth_drawn = True
+        for t in RECIPE["sigmas"]:
+            ax.axvline(t, color="grey", lw=0.6, ls=":")
+        ax.axvspan(0.15, 0.6, color="grey", alpha=0.06)
+        ax.set_xlabel("commanded alpha = ln(sigma_g)")
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    fig.suptitle("Steering: commanded alpha vs measured width (band: min-max over seeds; dotted: trained)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def markdown(name: str, rows: list[dict], verdict: dict, report: dict) -> str:
+    lines = [f"### {name}", "", "| alpha | phase | abs dvf | max abs dS2 | sigma lnESD truth / gen | "
+             "sigma ln chord truth / gen | mean ln chord truth / gen |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        tag = " (held out)" if r["held_out"] else ""
+        lines.append(f"| {r['alpha']:g}{tag} | {r['phase']} | {r['vf_abs_diff']:.3f} | {r['s2_max_abs_diff']:.3f} | "
+                     f"{r['ln_esd_sigma_real']:.3f} / {r['ln_esd_sigma_generated']:.3f} | "
+                     f"{r['ln_chord_sigma_real']:.3f} / {r['ln_chord_sigma_generated']:.3f} | "
+                     f"{r['ln_chord_mean_real']:.3f} / {r['ln_chord_mean_generated']:.3f} |")
+    lines += ["", "| goal | worst | target | met |", "|---|---|---|---|"]
+    for goal, v in verdict.items():
+        lines.append(f"| {goal} | {v['worst']:.3f} | {v['goal']} | {'yes' if v['met'] else 'NO'} |")
+    summary = report["summary"]
+    lines += ["", f"Steering monotonicity (Spearman of medians, 10 alphas in [0.15, 0.6] plus 4 outside, min over "
+                  f"phases): ln ESD sigma {summary['ln_esd_sigma']['spearman_min']}, ln chord sigma "
+                  f"{summary['ln_chord_sigma']['spearman_min']}.", ""]
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", required=True, help="NAME=DIR")
+    parser.add_argument("--seeds", type=int, default=8)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--steer-seeds", type=int, default=4)
+    parser.add_argument("--steer-size", type=int, default=96)
+    parser.add_argument("--data", default="runs/default_data")
+    parser.add_argument("--out", default="docs/default-model")
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    make_data(Path(args.data))
+    results, steerings, text = {}, {}, []
+    for item in args.model:
+        name, _, directory = item.partition("=")
+        model = load_model(directory)
+        started = time.perf_counter()
+        rows = fidelity(model, Path(args.data), args.seeds, args.size)
+        verdict = verdicts(rows)
+        report = steering_sweep(model, args.steer_seeds, args.steer_size)
+        training = model.info.get("training", {})
+        results[name] = {"model": directory, "training_steps": training.get("steps"),
+                         "training_wall_time_s": training.get("wall_time_s"), "fidelity": rows,
+                         "verdict": verdict, "steering": report,
+                         "evaluation_seconds": time.perf_counter() - started}
+        steerings[name] = report
+        text.append(markdown(f"{name}: {directory} (steps {training.get('steps')}, "
+                             f"{training.get('wall_time_s')} s of training)", rows, verdict, report))
+        print(text[-1], flush=True)
+    write_json(results, out / "report.json")
+    plot(steerings, out / "steering.png")
+    (out / "tables.md").write_text("\n".join(text))
+    print(f"wrote {out}/report.json, steering.png, tables.md")
+
+
+if __name__ == "__main__":
+    main()
