@@ -161,6 +161,18 @@ def test_2d_features_use_the_equivalent_circle_diameter():
     assert ecd == pytest.approx(20.0, rel=0.02)
 
 
+def test_only_the_requested_phases_are_labelled_and_2d_touching_disks_are_split():
+    yy, xx = np.indices((40, 60))
+    disks = ((((yy - 20) ** 2 + (xx - 18) ** 2) <= 10 ** 2) | (((yy - 20) ** 2 + (xx - 38) ** 2) <= 11 ** 2))
+    labels = np.where(disks, 2, 0).astype(np.uint8)
+    labels[:, 55:] = 1                                      # a third phase, not measured
+    ids, phase_of = label_features(labels, phases=[2])
+    assert ids.max() == 2 and set(phase_of[1:]) == {2}
+    assert np.all((ids > 0) == (labels == 2))
+    sizes = feature_sizes(labels, phases=[2])[2]
+    np.testing.assert_allclose(np.sort(sizes.diameters), [20.0, 22.0], rtol=0.08)
+
+
 def test_min_distance_is_validated():
     with pytest.raises(ValueError, match="min_distance"):
         label_features(np.zeros((8, 8), np.uint8), min_distance=0)

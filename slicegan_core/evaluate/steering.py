@@ -61,6 +61,19 @@ def steering(model, attribute: str, values, seeds=4, shape=(96, 96, 96),
         JSON-ready steering report (schema in docs/report-schema.md): ``values``, ``seeds``, per-value
         flags, and per phase and measure the per-seed values, the band, Spearman's rho of the medians against
         the values, and errors at values between the trained ones.
+
+    Examples
+    --------
+    >>> from slicegan_core.synthetic import synthesize
+    >>> class Synthetic:                  # a stand-in model whose generator is the synthetic truth itself
+    ...     attribute_names, phase_values = ("alpha",), (0, 1, 2)
+    ...     trained_values, trained_range = {"alpha": [0.1, 0.5]}, {"alpha": (0.1, 0.5)}
+    ...     def generate(self, attrs, seed, shape, periodic):
+    ...         return synthesize(shape=shape, sigma=attrs["alpha"], median_esd=5.0, seed=seed,
+    ...                           periodic=periodic).labels
+    >>> report = steering(Synthetic(), "alpha", [0.1, 0.3, 0.5], seeds=1, shape=48, progress=False)
+    >>> report["is_trained_value"], report["summary"]["ln_chord_sigma"]["monotone_increasing"]
+    ([True, False, True], True)
     """
     names = tuple(getattr(model, "attribute_names", ()))
     if attribute not in names:
