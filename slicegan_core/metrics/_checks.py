@@ -53,7 +53,8 @@ def as_voxel_size(voxel_size) -> float:
     try:
         value = float(voxel_size)
     except (TypeError, ValueError):
-        raise ValueError(f"voxel_size must be a positive number of micrometres per voxel, got {voxel_size!r}.") from None
+        raise ValueError(f"voxel_size must be a positive number of micrometres per voxel, "
+                         f"got {voxel_size!r}.") from None
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"voxel_size must be a positive number of micrometres per voxel, got {voxel_size!r}.")
     return value

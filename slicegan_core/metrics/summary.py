@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
+import numpy as np  # noqa: F401  (used by the docstring example)
 
 from ._checks import as_labels, as_phases, as_voxel_size
 from .chords import ChordLengths, chord_lengths
