@@ -38,7 +38,7 @@ def compare(real, generated, phases=None, voxel_size: float = 1.0, *, tortuosity
     voxel_size : float, default 1.0
         Voxel edge in micrometres for both inputs; lengths in the report are in micrometres.
     tortuosity_factor : bool, default False
-        Also compute TauFactor tortuosity along axis 0 (slow: about a minute per phase for 128^3 on 2 cores).
+        Also compute TauFactor tortuosity along axis 0 (slow: ~25 s per phase and input at 128^3 on 2 cores).
         In "2d_slices" mode the generated value is the median over the middle slice normal to each axis.
     n_slices : int, default 8
         Slices per axis of the generated volume whose ECDs are measured in "2d_slices" mode.

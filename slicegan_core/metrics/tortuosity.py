@@ -2,8 +2,8 @@
 
 tau = vf * D_0 / D_eff: how much the phase's geometry slows diffusion through it along one axis, relative
 to a straight channel of the same volume fraction (tau = 1 for straight channels, larger when tortuous,
-infinite when the phase does not connect the two faces). Slow (an iterative solve: seconds at 64^3, about a
-minute at 128^3 on 2 CPU cores), so it is on demand and size-limited.
+infinite when the phase does not connect the two faces). Slow (an iterative solve: ~1.5 s per phase at 64^3,
+~25 s at 128^3 on a shared 2-core CPU), so it is on demand and size-limited.
 """
 from __future__ import annotations
 
