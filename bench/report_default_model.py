@@ -86,6 +86,11 @@ def steering_sweep(model, seeds: int, size: int) -> dict:
     return steering(model, "alpha", values, seeds=seeds, shape=(size,) * 3, truth=truth, progress=False)
 
 
+def _floats(nested) -> np.ndarray:
+    """JSON reports hold null for NaN: back to float arrays."""
+    return np.array([[np.nan if v is None else v for v in row] for row in nested], dtype=float)
+
+
 def plot(steerings: dict[str, dict], path: Path):
     import matplotlib
     matplotlib.use("Agg")
@@ -99,13 +104,13 @@ def plot(steerings: dict[str, dict], path: Path):
             values = np.array(report["values"])
             # Pool phases: median over phases of the per-phase medians / bands.
             block = [report["phases"][p][measure] for p in report["phases"]]
-            med = np.nanmedian([b["generated"]["median"] for b in block], axis=0)
-            low = np.nanmedian([b["generated"]["min"] for b in block], axis=0)
-            high = np.nanmedian([b["generated"]["max"] for b in block], axis=0)
+            med = np.nanmedian(_floats([b["generated"]["median"] for b in block]), axis=0)
+            low = np.nanmedian(_floats([b["generated"]["min"] for b in block]), axis=0)
+            high = np.nanmedian(_floats([b["generated"]["max"] for b in block]), axis=0)
             ax.plot(values, med, "o-", color=colour, label=f"{name} (median over seeds)")
             ax.fill_between(values, low, high, color=colour, alpha=0.2)
             if not truth_drawn and block[0]["truth"] is not None:
-                truth_med = np.nanmedian([b["truth"]["median"] for b in block], axis=0)
+                truth_med = np.nanmedian(_floats([b["truth"]["median"] for b in block]), axis=0)
                 ax.plot(values, truth_med, "k--", label="synthetic truth (same measurement)")
                 truth_drawn = True
         for t in RECIPE["sigmas"]:

@@ -10,6 +10,7 @@ from .data import DatasetSpec, load_training_data  # noqa: E402
 from .generate import Model, load_model  # noqa: E402
 from .synthetic import synthesize  # noqa: E402
 from .train import resume, train  # noqa: E402
+from .evaluate import evaluate  # noqa: E402  (after .train: binds the function, the subpackage stays importable)
 
 __all__ = ["__version__", "ModelConfig", "TrainConfig", "preset", "DatasetSpec", "load_training_data",
-           "Model", "load_model", "synthesize", "train", "resume"]
+           "Model", "load_model", "synthesize", "train", "resume", "evaluate"]

@@ -118,8 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("evaluate", "steering"):
-        from . import evaluate as evaluation
-        entry = evaluation.evaluate_main if argv[0] == "evaluate" else evaluation.steering_main
+        from .evaluate import evaluate_main, steering_main
+        entry = evaluate_main if argv[0] == "evaluate" else steering_main
         return _guard(lambda: entry(argv[1:]))
     args = build_parser().parse_args(argv)
     return _guard(lambda: COMMANDS[args.command](args))
