@@ -1,0 +1,405 @@
+"""Explore: steer a trained model, look at the 3D volume and its cuts, measure grain sizes, export.
+
+Widgets and layout only: models, volumes and statistics come from slicegan_core (cached), the 3D scene from
+slicegan_core.scene. Everything is keyed by (model, attributes, seed, shape, periodic).
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import time
+import warnings
+import zipfile
+from io import BytesIO
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+from stpyvista import stpyvista
+
+from slicegan_core import jobs, load_model, scene, synthesize
+from slicegan_core.export import provenance, save_volume
+
+try:  # the metrics package is optional here: without it the page shows the volume only
+    from slicegan_core.metrics import fit_lognormal, phase_statistics
+except ImportError:
+    fit_lognormal = phase_statistics = None
+
+ROOT = Path(__file__).resolve().parents[1]
+MODELS_DIR = Path(os.environ.get("SLICEGAN_MODELS_DIR", ROOT / "models"))
+RUNS_DIR = Path(os.environ.get("SLICEGAN_RUNS_DIR", ROOT / "runs"))
+VIEW_SIZES = (32, 48, 64, 96, 128)
+EXPORT_SIZES = (128, 192, 256, 384)
+FORMATS = {".tif": "TIFF (ImageJ / Fiji)", ".npy": "NumPy .npy", ".vti": "VTK .vti (ParaView)"}
+SECONDS_PER_VOXEL = 2e-6  # first guess for export progress, replaced by this machine's measured speed
+
+
+# ---- cached work -----------------------------------------------------------------------------------------
+
+def model_stamp(path: str) -> float:
+    """Changes when a training run writes a new checkpoint into the model directory."""
+    return (Path(path) / "model.safetensors").stat().st_mtime
+
+
+@st.cache_resource(show_spinner=False)
+def web_export_ready() -> bool:
+    scene.preload_web_export()
+    return True
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def get_model(path: str, stamp: float):
+    return load_model(path)
+
+
+@st.cache_data(max_entries=48, show_spinner=False)
+def get_volume(path: str, stamp: float, attrs: tuple, seed: int, shape: tuple, periodic: bool) -> np.ndarray:
+    with warnings.catch_warnings():  # out-of-range values are shown on the page instead
+        warnings.simplefilter("ignore")
+        return get_model(path, stamp).generate(dict(attrs), seed=seed, shape=shape, periodic=periodic)
+
+
+@st.cache_data(max_entries=48, show_spinner=False)
+def get_statistics(path: str, stamp: float, attrs: tuple, seed: int, shape: tuple, periodic: bool):
+    model = get_model(path, stamp)
+    volume = get_volume(path, stamp, attrs, seed, shape, periodic)
+    return phase_statistics(volume, model.phase_values, voxel_size=model.voxel_size_um or 1.0, s2=False,
+                            n_boot=100, seed=seed)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def get_truth_statistics(recipe_json: str, sigma: float, seed: int, shape: tuple, voxel_size: float):
+    """Statistics of the synthetic generator's volume at this sigma (the truth the model was trained on)."""
+    recipe = json.loads(recipe_json)
+    truth = synthesize(shape=shape, sigma=sigma, median_esd=recipe["median_esd"],
+                       phase_fractions=tuple(recipe["phase_fractions"]), periodic=True, seed=seed)
+    return phase_statistics(truth.labels, list(range(len(recipe["phase_fractions"]))), voxel_size=voxel_size,
+                            s2=False, n_boot=100, seed=seed)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def get_export(path: str, stamp: float, attrs: tuple, seed: int, shape: tuple, periodic: bool,
+               suffix: str) -> tuple[str, bytes]:
+    """(zip name, zip bytes) of the volume file plus its JSON provenance sidecar."""
+    model = get_model(path, stamp)
+    volume = get_volume(path, stamp, attrs, seed, shape, periodic)
+    return export_zip(model, volume, dict(attrs), seed, shape, periodic, suffix)
+
+
+def export_zip(model, volume, attrs: dict, seed: int, shape, periodic: bool, suffix: str) -> tuple[str, bytes]:
+    label = "_".join(f"{k}{v:g}" for k, v in attrs.items())
+    stem = f"{Path(model.path).name}_{label}_seed{seed}_{'x'.join(map(str, shape))}{'_periodic' * periodic}"
+    buffer = BytesIO()
+    with tempfile.TemporaryDirectory() as folder:
+        target = save_volume(Path(folder) / f"{stem}{suffix}", volume, model.voxel_size_um,
+                             provenance(model, attrs, seed, shape, periodic))
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for file in (target, target.with_name(target.name + ".json")):
+                archive.write(file, file.name)
+    return f"{stem}.zip", buffer.getvalue()
+
+
+def available_models() -> dict[str, str]:
+    """{model directory: label}: shipped models first, then training runs that have a checkpoint."""
+    found = {}
+    for folder in sorted(MODELS_DIR.glob("*/model.json")):
+        found[str(folder.parent)] = f"{folder.parent.name} (shipped)"
+    for run in jobs.list_runs(RUNS_DIR):
+        if run.has_model:
+            found[str(run.run_dir / "model")] = f"run {run.name} ({run.state}, step {run.step})"
+    return found
+
+
+# ---- page -------------------------------------------------------------------------------------------------
+
+def new_seed():
+    st.session_state.seed = int(np.random.default_rng().integers(0, 100_000))
+
+
+def jump(key: str):
+    """A trained-value pill was clicked: move the slider there and let the pill go."""
+    if st.session_state.get(f"{key}_jump") is not None:
+        st.session_state[key] = st.session_state[f"{key}_jump"]
+        st.session_state[f"{key}_jump"] = None
+
+
+web_export_ready()
+models = available_models()
+if "open_model" in st.session_state:  # "Open in Explore" on the Train page
+    wanted = st.session_state.pop("open_model")
+    models.setdefault(wanted, f"run {Path(wanted).parent.name}")
+    st.session_state.model_path = wanted
+if not models:
+    st.error(f"No model found in {MODELS_DIR} or {RUNS_DIR}; train one on the Train page.")
+    st.stop()
+
+sidebar = st.sidebar
+model_path = sidebar.selectbox("Model", list(models), format_func=models.get, key="model_path",
+                              persist_state="session")
+stamp = model_stamp(model_path)
+model = get_model(model_path, stamp)
+info = model.info
+voxel_size = model.voxel_size_um
+
+card_title = ", ".join(f"{n} {lo:.3g} to {hi:.3g}" for n, (lo, hi) in model.trained_range.items())
+with sidebar.expander(f"Model card: {model.image_type}, {card_title}"):
+    lines = [f"**Image type** {model.image_type}", "**Voxel size** "
+             + (f"{voxel_size:g} µm" if voxel_size else "not set (lengths in voxels)")]
+    for name in model.attribute_names:
+        low, high = model.trained_range[name]
+        trained = ", ".join(f"{v:.3g}" for v in model.trained_values[name])
+        lines.append(f"**{name}** trained at {trained}; range {low:.3g} to {high:.3g}")
+    training = info.get("training", {})
+    if training:
+        lines.append(f"**Training** {training.get('steps')} steps in {training.get('wall_time_s', 0) / 3600:.1f} h")
+    lines.append("**Training data**")
+    for dataset in info.get("training_data", {}).get("datasets", []):
+        attrs_text = ", ".join(f"{k} = {v:.3g}" for k, v in dataset.get("attrs", {}).items())
+        shapes = " + ".join("×".join(map(str, s)) for s in dataset.get("shapes", []))
+        lines.append(f"- {' + '.join(Path(p).name for p in dataset.get('paths', []))} ({dataset.get('kind')} "
+                     f"{shapes}): {attrs_text}")
+    if info.get("recipe"):
+        lines.append("Synthetic recipe included: the truth is shown under Grain statistics.")
+    st.markdown("\n".join(line if line.startswith("- ") else line + "  " for line in lines))
+
+sidebar.subheader("Structure")
+
+
+def attribute_sliders(suffix: str, default_index: int) -> dict[str, float]:
+    """One slider per attribute (beyond the trained range too) and a pill per trained value to jump to."""
+    values = {}
+    for name in model.attribute_names:
+        low, high = model.trained_range[name]
+        span = max(high - low, 0.1)
+        trained = [round(v, 3) for v in model.trained_values[name]] or [round((low + high) / 2, 3)]
+        lowest = 0.0 if low >= 0 and low - span / 2 < 0 else round(low - span / 2, 2)
+        highest = round(high + span / 2, 2)
+        key = f"attr_{name}{suffix}"
+        if not lowest <= st.session_state.get(key, np.nan) <= highest:  # first visit, or another model's range
+            st.session_state[key] = trained[min(default_index, len(trained) - 1)]
+        values[name] = sidebar.slider(f"{name}{' (B)' if suffix else ''}", lowest, highest,
+                                      step=0.005, format="%.3f", key=key, persist_state="session")
+        sidebar.pills(f"Trained {name} values (click to jump)", trained, format_func=lambda v: f"{v:g}",
+                      key=f"{key}_jump", on_change=jump, args=(key,))
+    return values
+attrs_a = attribute_sliders("", default_index=len(model.trained_values.get(model.attribute_names[0], [])) // 2)
+if "seed" not in st.session_state:
+    st.session_state.seed = 7
+seed = int(sidebar.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed",
+                                persist_state="session"))
+sidebar.button("New seed", on_click=new_seed, icon=":material/casino:", width="stretch")
+side = sidebar.select_slider("Volume size (voxels per side)", VIEW_SIZES, value=64, key="side",
+                             persist_state="session")
+periodic = sidebar.toggle("Periodic (opposite faces continue)", value=False, key="periodic",
+                          persist_state="session")
+if periodic and side % model.voxels_per_latent:
+    side = max(model.voxels_per_latent, side // model.voxels_per_latent * model.voxels_per_latent)
+    sidebar.caption(f"Periodic volumes need multiples of {model.voxels_per_latent} voxels: using {side}.")
+shape = (side, side, side)
+compare = sidebar.toggle("A/B: compare two values (same seed)", value=False)
+attrs_b = attribute_sliders("_b", default_index=len(model.trained_values.get(model.attribute_names[0], [])))\
+    if compare else None
+
+# ---- volumes -------------------------------------------------------------------------------------------
+
+cases = [("A", attrs_a)] + ([("B", attrs_b)] if compare else [])
+for label, attrs in cases:
+    for message in model.out_of_range(attrs):
+        st.warning(f"{label + ': ' if compare else ''}{message}", icon=":material/warning:")
+started = time.perf_counter()
+volumes = [get_volume(model_path, stamp, tuple(attrs.items()), seed, shape, periodic) for _, attrs in cases]
+generate_s = time.perf_counter() - started
+if generate_s > 0.05:  # a real generation, not a cache hit: remember this machine's speed for exports
+    st.session_state.seconds_per_voxel = generate_s / (len(volumes) * np.prod(shape))
+phases = model.phases if model.image_type == "n-phase" else []
+if not phases:
+    st.error(f"This page shows n-phase models; {Path(model_path).name} is {model.image_type}.")
+    st.stop()
+names = {int(p["value"]): p["name"] for p in phases}
+
+
+def describe(attrs: dict) -> str:
+    return ", ".join(f"{k} = {v:.3g}" for k, v in attrs.items())
+
+
+@st.fragment
+def views(volumes, shape):
+    """3D view(s) with phase toggles and a slab; only this part reruns when those change."""
+    controls = st.columns([3, 1, 2], vertical_alignment="bottom")
+    shown = controls[0].pills("Phases shown", list(names), format_func=names.get, selection_mode="multi",
+                              default=list(names), key="shown_" + "_".join(map(str, names)))
+    axis_name = controls[1].selectbox("Slab along", ["none", "x", "y", "z"], key="slab_axis")
+    crop = None
+    if axis_name != "none":
+        axis = scene.AXES.index(axis_name)
+        first, last = controls[2].slider("Voxels kept", 0, shape[axis] - 1, (0, shape[axis] * 2 // 3),
+                                         key=f"slab_{axis_name}_{shape[axis]}")
+        crop = {axis: (first, last)}
+    legend = " ".join(f"<span style='color:{p['colour']}'>■</span> {p['name']}" for p in phases)
+    st.markdown(legend, unsafe_allow_html=True)
+    for column, (label, attrs), volume in zip(st.columns(len(volumes)), cases, volumes):
+        with column:
+            if compare:
+                st.markdown(f"**{label}**: {describe(attrs)}")
+            plotter = scene.volume_plotter(volume, phases, shown=shown, crop=crop, voxel_size_um=voxel_size,
+                                           window_size=(640, 460 if compare else 520))
+            stpyvista(plotter, key=f"view_{label}")
+
+
+@st.fragment
+def cuts(volumes, shape):
+    """x-y and y-z cuts at chosen slice indices (this part reruns alone when they move)."""
+    left, right = st.columns(2)
+    z_index = left.slider("x-y cut at z", 0, shape[0] - 1, shape[0] // 2, key=f"cut_z_{shape[0]}")
+    x_index = right.slider("y-z cut at x", 0, shape[2] - 1, shape[2] // 2, key=f"cut_x_{shape[2]}")
+    for (label, attrs), volume in zip(cases, volumes):
+        left, right = st.columns(2)
+        prefix = f"{label}: " if compare else ""
+        left.image(scene.cut_image(volume, phases, 0, z_index), caption=f"{prefix}x-y cut at z = {z_index}",
+                   width="stretch")
+        right.image(scene.cut_image(volume, phases, 2, x_index), caption=f"{prefix}y-z cut at x = {x_index}",
+                    width="stretch")
+
+
+st.markdown(f"#### {Path(model_path).parent.name if Path(model_path).name == 'model' else Path(model_path).name}"
+            f" · {' vs '.join(describe(a) for _, a in cases)} · seed {seed} · {side}³"
+            f"{' · periodic' if periodic else ''}")
+if compare:
+    views(volumes, shape)
+    cuts(volumes, shape)
+else:
+    left, right = st.columns([3, 2])
+    with left:
+        views(volumes, shape)
+    with right:
+        cuts(volumes, shape)
+st.caption(f"Generated in {generate_s:.2f} s" if generate_s > 0.05 else "From the cache")
+
+# ---- statistics -----------------------------------------------------------------------------------------
+
+st.subheader("Grain statistics")
+recipe = info.get("recipe")
+unit = "µm" if voxel_size else "voxels"
+if phase_statistics is None:
+    st.info("The metrics module is not available in this version; statistics are not shown.")
+else:
+    series = []  # (label, {phase value: PhaseStatistics}, line style: generated A solid, B dashed; truth grey)
+    for label, attrs in cases:
+        key = (model_path, stamp, tuple(attrs.items()), seed, shape, periodic)
+        with st.spinner(f"Measuring grain sizes{' of ' + label if compare else ''}..."):
+            series.append((f"generated {label}" if compare else "generated", get_statistics(*key),
+                           {"dash": "dash" if label == "B" else "solid", "fill": label == "A"}))
+        sigma = next(iter(attrs.values()))
+        if recipe and len(attrs) == 1 and sigma >= 0:
+            with st.spinner("Synthesising the truth at this value..."):
+                truth = get_truth_statistics(json.dumps(recipe), float(sigma), seed, shape, voxel_size or 1.0)
+            series.append((f"truth {label}" if compare else "synthetic truth", truth,
+                           {"dash": "dashdot" if label == "B" else "dot", "colour": "#333333"}))
+    if not recipe:
+        st.caption("This model carries no synthetic recipe, so there is no ground truth to overlay.")
+
+    columns = st.columns(len(series))
+    for column, (label, statistics, _) in zip(columns, series):
+        pooled = fit_lognormal(np.concatenate([s.sizes.diameters for s in statistics.values()]), n_boot=0)
+        column.metric(f"σ of ln ESD, {label}", f"{pooled.sigma:.3f}", help="All phases pooled. The synthetic "
+                      "truth's σ is the alpha it was made with, measured the same way (watershed, border grains "
+                      "left out).")
+    rows = []
+    for label, statistics, _ in series:
+        for value, stat in statistics.items():
+            low, high = stat.size_fit.sigma_ci
+            rows.append({"volume": label, "phase": names.get(value, value),
+                         "fraction": round(stat.volume_fraction, 3), "grains": len(stat.sizes.diameters),
+                         f"median ESD ({unit})": round(float(np.exp(stat.size_fit.mu)), 2),
+                         "σ fit ESD": round(stat.size_fit.sigma, 3), "σ 95% CI": f"{low:.3f} to {high:.3f}",
+                         f"mean chord ({unit})": round(stat.chords.mean, 2),
+                         "σ fit chords": round(stat.chord_fit.sigma, 3)})
+    st.dataframe(rows, hide_index=True)
+    st.caption("σ = standard deviation of ln(size), the quantity alpha steers. ESD = equivalent-sphere diameter "
+               "of the grains found by a distance-watershed split of each phase; grains cut by the border are "
+               "left out.")
+
+    def histograms() -> go.Figure:
+        """Rows: grain ESD, chord length; one column per phase; every series as a density of ln(size) on
+        log-spaced bins shared within a panel."""
+        measures = [(lambda s: s.sizes.diameters, "grain ESD"), (lambda s: s.chords.pooled, "chord length")]
+        figure = make_subplots(2, len(phases), subplot_titles=[p["name"] for p in phases], shared_yaxes=True,
+                               vertical_spacing=0.2)
+        for row, (measure, title) in enumerate(measures, start=1):
+            for column, phase in enumerate(phases, start=1):
+                data = [(label, measure(stats[int(phase["value"])]), style) for label, stats, style in series]
+                pooled = np.concatenate([d[d > 0] for _, d, _ in data])
+                if pooled.size < 2 or pooled.min() == pooled.max():
+                    continue
+                edges = np.geomspace(pooled.min(), pooled.max() * 1.001, 31)
+                centres = np.sqrt(edges[:-1] * edges[1:])
+                for label, sizes, style in data:
+                    counts, _ = np.histogram(sizes, bins=edges)
+                    if counts.sum() < 2:
+                        continue
+                    density = counts / (counts.sum() * np.diff(np.log(edges)))
+                    figure.add_trace(go.Scatter(
+                        x=centres, y=density, mode="lines", name=label, legendgroup=label,
+                        showlegend=row == 1 and column == 1,
+                        line={"shape": "hvh", "color": style.get("colour", phase["colour"]), "width": 2,
+                              "dash": style["dash"]}, fill="tozeroy" if style.get("fill") else None),
+                        row=row, col=column)
+                figure.update_xaxes(type="log", title_text=f"{title} ({unit})", row=row, col=column)
+            figure.update_yaxes(title_text="density of ln(size)", row=row, col=1)
+        figure.update_layout(height=560, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                             legend={"orientation": "h", "y": 1.08, "x": 1, "xanchor": "right"})
+        return figure
+
+    st.plotly_chart(histograms(), key="histograms")
+
+# ---- export ------------------------------------------------------------------------------------------
+
+st.subheader("Export")
+left, middle, right = st.columns([2, 2, 3], vertical_alignment="bottom")
+suffix = left.selectbox("Format", list(FORMATS), format_func=FORMATS.get, key="export_format")
+sizes = {side: f"as shown ({side}³)"} | {s: f"{s}³" for s in EXPORT_SIZES if s > side}
+export_side = middle.selectbox("Size", list(sizes), format_func=sizes.get, key="export_size")
+export_shape = (export_side,) * 3
+if periodic and export_side % model.voxels_per_latent:
+    export_shape = (export_side // model.voxels_per_latent * model.voxels_per_latent,) * 3
+st.caption(f"A zip of the volume and its JSON provenance sidecar (model, {', '.join(model.attribute_names)}, "
+           "seed, shape). TIFF opens in ImageJ/Fiji with its voxel size; .vti opens in ParaView."
+           + (" In A/B mode the export is volume A." if compare else ""))
+if export_shape == shape:
+    name, payload = get_export(model_path, stamp, tuple(attrs_a.items()), seed, shape, periodic, suffix)
+    right.download_button(f"Download {FORMATS[suffix].split(' (')[0]}", payload, file_name=name,
+                          mime="application/zip", icon=":material/download:", on_click="ignore", key="download")
+else:
+    request = (model_path, stamp, tuple(attrs_a.items()), seed, export_shape, periodic, suffix)
+    prepared = st.session_state.get("export_prepared")
+    if prepared and prepared[0] == request:
+        right.download_button(f"Download {export_side}³ {FORMATS[suffix].split(' (')[0]}", prepared[2],
+                              file_name=prepared[1], mime="application/zip", icon=":material/download:",
+                              on_click="ignore", key="download")
+    elif right.button(f"Generate {export_side}³ for export", icon=":material/deployed_code:"):
+        done: dict = {}
+
+        def work():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                big = model.generate(attrs_a, seed=seed, shape=export_shape, periodic=periodic)
+            done["result"] = export_zip(model, big, attrs_a, seed, export_shape, periodic, suffix)
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        expected = st.session_state.get("seconds_per_voxel", SECONDS_PER_VOXEL) * np.prod(export_shape) * 1.2
+        bar, began = st.progress(0.0), time.perf_counter()
+        while worker.is_alive():
+            elapsed = time.perf_counter() - began
+            bar.progress(min(0.99, elapsed / expected),
+                         text=f"Generating {export_side}³ voxels: {elapsed:.0f} s of about {expected:.0f} s")
+            worker.join(0.25)
+        bar.empty()
+        if "result" in done:
+            st.session_state.export_prepared = (request, *done["result"])
+            st.rerun()
+        st.error("Generating the export volume failed; try a smaller size.")

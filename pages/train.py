@@ -1,0 +1,251 @@
+"""Train: choose data and a preset, launch a background training run, watch it, stop, resume, open it.
+
+Runs are separate processes (slicegan_core.jobs) that outlive this page; everything shown here is read back
+from the run directory, so the page re-attaches to runs after a closed tab or a restarted app.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+from PIL import Image
+
+from slicegan_core import jobs, scene, synthesize
+from slicegan_core.config import PRESETS
+from slicegan_core.data import IMAGE_EXTENSIONS, IMAGE_TYPES, DatasetSpec, load_training_data
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS_DIR = Path(os.environ.get("SLICEGAN_RUNS_DIR", ROOT / "runs"))
+PRESET_NOTES = {"tiny": "32³ patches, tiny networks: a smoke test in a minute",
+                "cpu": "64³ patches, 8× narrower networks: a laptop CPU run (hours)",
+                "paper": "the published configuration: needs a GPU"}
+STATE_ICONS = {"starting": "⏳", "running": "🟢", "stopping": "⏸️", "stopped": "⏹️", "finished": "✅",
+               "crashed": "❌", "failed": "❌", "unknown": "❔"}
+
+
+# ---- data sources (cached) ------------------------------------------------------------------------------
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def synthetic_volume(sigma: float, side: int, median_esd: float, fractions: tuple, seed: int) -> np.ndarray:
+    return synthesize(shape=(side,) * 3, sigma=sigma, median_esd=median_esd, phase_fractions=fractions,
+                      periodic=True, seed=seed).labels
+
+
+def staged(upload) -> str:
+    """Save an uploaded file (once) under this session's staging folder and return its path."""
+    if "staging" not in st.session_state:
+        st.session_state.staging = tempfile.mkdtemp(prefix="slicegan_uploads_")
+    path = Path(st.session_state.staging) / upload.file_id / upload.name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(upload.getvalue())
+    return str(path)
+
+
+def parse_numbers(text: str, what: str) -> list[float]:
+    try:
+        values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be numbers separated by commas, e.g. 0.15, 0.35, 0.6 (got {text!r}).")
+    if not values:
+        raise ValueError(f"{what} is empty; give at least one number.")
+    return values
+
+
+def choose_data() -> tuple[list, str, dict]:
+    """Data widgets -> ([(DatasetSpec, arrays to write or None)], image type, synthetic settings or {})."""
+    source = st.radio("Training data", ["Synthetic grains (known truth)", "Upload images or stacks"],
+                      horizontal=True, key="source")
+    if source.startswith("Synthetic"):
+        left, middle, right, last = st.columns(4)
+        sigmas = left.text_input("alpha = σ of ln(grain size), one dataset each", "0.15, 0.35, 0.6", key="sigmas")
+        side = middle.select_slider("Volume side (voxels)", (48, 64, 96, 128), value=64, key="synth_side")
+        median = right.number_input("Median grain ESD (voxels)", 2.0, 40.0, 8.0, step=0.5, key="median_esd")
+        fractions = last.text_input("Phase fractions", "0.35, 0.35, 0.30", key="fractions")
+        values = parse_numbers(sigmas, "alpha values")
+        fraction_values = tuple(parse_numbers(fractions, "Phase fractions"))
+        datasets = []
+        with st.spinner("Synthesising the training volumes..."):
+            for i, sigma in enumerate(values):
+                volume = synthetic_volume(sigma, side, median, fraction_values, 101 + i)
+                datasets.append((DatasetSpec((f"synthetic_alpha{sigma:g}.npy",), {"alpha": sigma}), volume))
+        return datasets, "n-phase", {"median_esd": median, "phase_fractions": fraction_values}
+
+    left, middle, right = st.columns([1, 2, 1])
+    count = left.number_input("Datasets", 1, 8, 1, key="n_datasets")
+    names = [n.strip() for n in middle.text_input("Attribute names (comma separated)", "alpha",
+                                                  key="attr_names").split(",") if n.strip()]
+    image_type = right.selectbox("Image type", IMAGE_TYPES, key="image_type")
+    datasets = []
+    for i in range(int(count)):
+        with st.container(border=True):
+            files_column, *value_columns = st.columns([3] + [1] * max(1, len(names)))
+            uploads = files_column.file_uploader(
+                f"Dataset {i + 1}: one 2D image, one 3D stack, or three 2D views (x, y, z)",
+                type=[e.lstrip(".") for e in IMAGE_EXTENSIONS], accept_multiple_files=True, key=f"files_{i}")
+            attrs = {name: column.number_input(name, value=0.15 + 0.2 * i, step=0.05, format="%.3f",
+                                               key=f"value_{i}_{name}")
+                     for name, column in zip(names, value_columns)}
+            if uploads:
+                datasets.append((DatasetSpec(tuple(staged(u) for u in uploads), attrs), None))
+    return datasets, image_type, {}
+
+
+# ---- page: new run -----------------------------------------------------------------------------------------
+
+st.title("Train a model")
+runs = jobs.list_runs(RUNS_DIR)
+with st.expander("New run", expanded=not any(r.active for r in runs) or "launch_error" in st.session_state,
+                 icon=":material/add_circle:"):
+    problem = None
+    try:
+        datasets, image_type, synthetic = choose_data()
+    except ValueError as error:
+        datasets, image_type, synthetic, problem = [], "n-phase", {}, str(error)
+    left, middle, right = st.columns(3)
+    preset = left.selectbox("Preset", list(PRESETS), index=list(PRESETS).index("cpu"), key="preset",
+                            help="\n".join(f"- **{k}**: {v}" for k, v in PRESET_NOTES.items()))
+    left.caption(PRESET_NOTES.get(preset, ""))
+    patch_size = PRESETS[preset][0]["patch_size"]
+    steps = middle.number_input("Generator steps", 1, 100_000, PRESETS[preset][1]["steps"], key=f"steps_{preset}")
+    voxel_size = right.number_input("Voxel size (µm, 0 = unknown)", 0.0, 1e4, 0.0, format="%.4g", key="voxel")
+    threads = right.number_input("CPU threads (0 = all)", 0, 64, 0, key="threads")
+
+    data = None
+    if problem is None and not datasets:
+        problem = "Add at least one dataset (upload an image or stack)."
+    if problem is None:
+        try:  # validate with the data module before anything is written; synthetic volumes go through a file
+            with tempfile.TemporaryDirectory() as folder:
+                specs = []
+                for spec, array in datasets:
+                    if array is not None:
+                        np.save(Path(folder) / spec.paths[0], array)
+                        spec = DatasetSpec((str(Path(folder) / spec.paths[0]),), spec.attrs)
+                    specs.append(spec)
+                data = load_training_data(specs, image_type=image_type, patch_size=patch_size)
+        except ValueError as error:
+            problem = str(error)
+    if problem:
+        st.error(problem, icon=":material/error:")
+    else:
+        st.markdown(f"**Patches the critics will see** ({patch_size}×{patch_size}, one per axis and dataset)")
+        rng = np.random.default_rng(0)
+        for index in range(len(data)):
+            attrs_text = ", ".join(f"{k} = {v:g}" for k, v in datasets[index][0].attrs.items())
+            columns = st.columns([1, 1, 1, 2], vertical_alignment="center")
+            for axis, column in enumerate(columns[:3]):
+                patch = data.sample(np.array([index]), axis, rng)[0].numpy()
+                column.image(scene.patch_image(patch, image_type), caption=f"⊥ {'xyz'[axis]}", width="stretch")
+            fractions = data.phase_fractions()[index]
+            columns[3].markdown(f"Dataset {index + 1}: {attrs_text}  \n"
+                                + ", ".join(f"phase {k}: {v:.0%}" for k, v in fractions.items()))
+
+    name = st.text_input("Run name", time.strftime("run-%Y%m%d-%H%M%S"), key="run_name")
+    if st.button("Launch training", type="primary", disabled=bool(problem), icon=":material/rocket_launch:"):
+        st.session_state.pop("launch_error", None)
+        try:
+            run_dir = jobs.new_run_dir(RUNS_DIR, name)
+            (run_dir / "data").mkdir()
+            specs = []
+            for index, (spec, array) in enumerate(datasets):
+                if array is not None:  # synthetic: write the volume into the run so it is self-contained
+                    target = run_dir / "data" / spec.paths[0]
+                    np.save(target, array)
+                    specs.append(DatasetSpec((str(target),), spec.attrs))
+                else:  # uploads: copy next to the run (the staging folder is temporary)
+                    copies = [shutil.copy(p, run_dir / "data" / f"d{index + 1}_{Path(p).name}") for p in spec.paths]
+                    specs.append(DatasetSpec(tuple(copies), spec.attrs))
+            jobs.start_training(run_dir, specs, preset=preset, steps=int(steps), image_type=image_type,
+                                voxel_size_um=voxel_size or None,
+                                options={"threads": int(threads)} if threads else None)
+            st.session_state.selected_run = str(run_dir)
+            st.rerun()
+        except ValueError as error:
+            st.session_state.launch_error = True
+            st.error(str(error), icon=":material/error:")
+
+# ---- page: runs ----------------------------------------------------------------------------------------------
+
+st.subheader("Runs")
+if not runs:
+    st.info(f"No runs yet in {RUNS_DIR}. Launch one above; it keeps running if you close this tab.")
+    st.stop()
+paths = [str(r.run_dir) for r in runs]
+labels = {str(r.run_dir): f"{STATE_ICONS.get(r.state, '')} {r.name} · {r.state} · step {r.step}/{r.steps}"
+          for r in runs}
+if st.session_state.get("selected_run") not in paths:
+    st.session_state.selected_run = next((str(r.run_dir) for r in runs if r.active), paths[0])
+selected = Path(st.selectbox("Run", paths, format_func=labels.get, key="selected_run"))
+was_active = jobs.run_status(selected).active
+
+
+def curves(events: list[dict]) -> go.Figure:
+    steps = [e["step"] for e in events]
+    figure = go.Figure()
+    for key, label in (("loss_d", "critic loss"), ("loss_g", "generator loss"), ("wasserstein", "Wasserstein")):
+        figure.add_trace(go.Scatter(x=steps, y=[e.get(key) for e in events], name=label, mode="lines"))
+    figure.update_layout(height=300, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis_title="step",
+                         legend={"orientation": "h", "y": 1.12})
+    return figure
+
+
+@st.fragment(run_every=2 if was_active else None)
+def monitor(run_dir: Path):
+    """Status, controls, curves and samples of one run; polls the run directory while it is active."""
+    status = jobs.run_status(run_dir)
+    if status.active != was_active:  # started or ended since the page ran: refresh the run list too
+        st.rerun(scope="app")
+    progress = status.step / status.steps if status.steps else 0.0
+    eta = f" · about {status.eta_s / 60:.1f} min left" if status.active and status.eta_s else ""
+    st.progress(min(1.0, progress), text=f"{STATE_ICONS.get(status.state, '')} **{status.state}** · step "
+                f"{status.step} of {status.steps or '?'}{eta}")
+    buttons = st.columns([1, 1, 1, 3], vertical_alignment="bottom")
+    try:
+        if status.active:
+            if buttons[0].button("Stop", icon=":material/stop:", help="Checkpoint, then end the run",
+                                 disabled=status.state == "stopping"):
+                jobs.stop_training(run_dir)
+                st.rerun(scope="app")
+        elif (run_dir / "config.json").is_file() and status.state != "failed":
+            more = buttons[1].number_input("Total steps", status.step + 1, 1_000_000,
+                                           max(status.steps, status.step + 1), key=f"resume_steps_{run_dir.name}")
+            if buttons[0].button("Resume", icon=":material/play_arrow:"):
+                jobs.resume_training(run_dir, steps=int(more) if more != status.steps else None)
+                st.rerun(scope="app")
+    except ValueError as error:
+        st.error(str(error), icon=":material/error:")
+    if status.has_model and buttons[2].button("Open in Explore", icon=":material/view_in_ar:"):
+        st.session_state.open_model = str(run_dir / "model")
+        st.switch_page("pages/explore.py")
+    if status.state in ("crashed", "failed"):
+        st.error(f"The run {status.state}." if status.state == "crashed" else status.error.splitlines()[-1],
+                 icon=":material/error:")
+        if status.error:
+            st.code(status.error, language=None)
+
+    events = jobs.read_events(run_dir)
+    samples = jobs.latest_samples(run_dir)
+    left, right = st.columns([3, 2])
+    with left:
+        if events:
+            st.plotly_chart(curves(events), key="curves")
+        else:
+            st.caption("Loss curves appear after the first logged steps.")
+    with right:
+        for label, path in samples.items():
+            st.image(scene.enlarge(Image.open(path).convert("RGB"), 192), caption=f"{label}: x, y, z centre slices",
+                     width="stretch")
+        if not samples:
+            st.caption("Sample slices appear at the first checkpoint.")
+    with st.expander("Log"):
+        st.code(jobs.log_tail(run_dir, lines=30) or "(empty)", language=None)
+
+
+monitor(selected)

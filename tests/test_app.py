@@ -1,0 +1,288 @@
+"""The Streamlit app through AppTest: Explore (steer, view, measure, export) and Train (data, launch, stop, resume).
+
+Explore runs on the shipped default model (models/default); one test also opens a training run's model. Runs
+live in a temporary folder (SLICEGAN_RUNS_DIR), so the tests never see or touch the repository's runs/.
+"""
+import base64
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pyvista as pv
+import tifffile
+from streamlit.runtime.media_file_manager import MediaFileManager
+from streamlit.testing.v1 import AppTest
+
+from slicegan_core import jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT / "models" / "default"
+COMPOSITE = ROOT / "tests" / "data" / "composite_3phase_256.npy"
+pytestmark = pytest.mark.skipif(not (DEFAULT_MODEL / "model.json").is_file(),
+                                reason="the shipped model models/default is missing")
+
+
+@pytest.fixture
+def runs_dir(tmp_path, monkeypatch):
+    """An empty runs folder for the app; processes started in it are killed at the end of the test."""
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    monkeypatch.setenv("SLICEGAN_RUNS_DIR", str(folder))
+    yield folder
+    for run in jobs.list_runs(folder):
+        if run.active and run.pid:
+            os.kill(run.pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def app(runs_dir):
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+@pytest.fixture
+def downloads(monkeypatch):
+    """{file name: bytes} of every file handed to a download button (AppTest keeps no media after a run)."""
+    captured = {}
+    original = MediaFileManager.add
+
+    def add(self, path_or_data, mimetype, coordinates, file_name=None, is_for_static_download=False):
+        if file_name:
+            captured[file_name] = path_or_data
+        return original(self, path_or_data, mimetype, coordinates, file_name, is_for_static_download)
+
+    monkeypatch.setattr(MediaFileManager, "add", add)
+    return captured
+
+
+def views(at) -> list[str]:
+    """The exported vtk.js HTML of every 3D view on the page."""
+    return [json.loads(e.proto.json)["_html"] for e in at.get("bidi_component")]
+
+
+def scene_arrays(html: str) -> set[str]:
+    """Content hashes of the data arrays in a vtk.js scene: equal sets = the same geometry and colours."""
+    packed = re.search(r'const base64Str = "([^"]+)"', html).group(1)
+    index = zipfile.ZipFile(io.BytesIO(base64.b64decode(packed))).read("index.json")
+    return set(json.loads(index)["hashes"])
+
+
+def rerun(at):
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+# ---- Explore ------------------------------------------------------------------------------------------------
+
+def test_explore_opens_on_the_default_model(app):
+    assert app.selectbox(key="model_path").value == str(DEFAULT_MODEL)
+    assert app.slider(key="attr_alpha").value == pytest.approx(0.35)
+    (html,) = views(app)
+    assert "vtk" in html and len(html) > 500_000 and len(scene_arrays(html)) >= 6
+    assert len(app.image) == 2                                   # the x-y and y-z cuts
+    assert any("default" in m.value and "seed 7" in m.value for m in app.markdown)
+    table = app.dataframe[0].value
+    assert set(table["volume"]) == {"generated", "synthetic truth"} and len(table) == 6
+    assert abs(table["fraction"][table["volume"] == "generated"].sum() - 1) < 0.01
+    assert any(m.label.startswith("σ of ln ESD, synthetic truth") for m in app.metric)
+    assert not app.warning
+
+
+def test_slider_and_seed_changes_regenerate(app):
+    first = scene_arrays(views(app)[0])
+    app.slider(key="attr_alpha").set_value(0.6)
+    changed_alpha = scene_arrays(views(rerun(app))[0])
+    assert changed_alpha != first
+    app.number_input(key="seed").set_value(8)
+    changed_seed = scene_arrays(views(rerun(app))[0])
+    assert changed_seed not in (first, changed_alpha)
+    app.slider(key="attr_alpha").set_value(0.35)
+    app.number_input(key="seed").set_value(7)
+    assert scene_arrays(views(rerun(app))[0]) == first                # same model, attrs, seed, shape: same volume
+    app.button[[b.label for b in app.button].index("New seed")].click()
+    rerun(app)
+    assert app.number_input(key="seed").value != 7 and scene_arrays(views(app)[0]) != first
+
+
+def test_out_of_range_values_are_allowed_with_a_warning(app):
+    app.slider(key="attr_alpha").set_value(0.8)
+    rerun(app)
+    assert len(views(app)) == 1
+    assert "outside the trained range" in app.warning[0].value
+
+
+def test_trained_value_pills_move_the_slider(app):
+    app.pills(key="attr_alpha_jump").set_value(0.6)
+    rerun(app)
+    assert app.slider(key="attr_alpha").value == pytest.approx(0.6)
+    assert app.pills(key="attr_alpha_jump").value is None
+
+
+def test_phase_toggles_and_slab_change_the_scene(app):
+    everything = scene_arrays(views(app)[0])
+    app.pills(key="shown_0_1_2").set_value([0, 2])
+    one_hidden = scene_arrays(views(rerun(app))[0])
+    assert one_hidden != everything
+    app.selectbox(key="slab_axis").set_value("x")
+    rerun(app)
+    assert app.slider(key="slab_x_64").value == (0, 42)
+    assert scene_arrays(views(app)[0]) not in (everything, one_hidden)
+    app.slider(key="cut_z_64").set_value(3)
+    rerun(app)
+    assert "x-y cut at z = 3" in app.image[0].captions
+
+
+def test_export_tiff_npy_vti_with_provenance(app, downloads):
+    def exported(suffix):
+        (name,) = [n for n in downloads if n.endswith(".zip") and f"_64x64x64" in n]
+        archive = zipfile.ZipFile(io.BytesIO(downloads.pop(name)))
+        (volume_name,) = [n for n in archive.namelist() if n.endswith(suffix)]
+        sidecar = json.loads(archive.read(volume_name + ".json"))
+        return archive.read(volume_name), sidecar
+
+    rerun(app)
+    data, sidecar = exported(".tif")
+    with tifffile.TiffFile(io.BytesIO(data)) as tif:
+        assert tif.is_imagej and tif.asarray().shape == (64, 64, 64)
+        assert set(np.unique(tif.asarray())) <= {0, 1, 2}
+    assert sidecar["attrs"] == {"alpha": 0.35} and sidecar["seed"] == 7 and sidecar["shape"] == [64, 64, 64]
+    assert sidecar["model_name"] == "default" and sidecar["periodic"] is False
+
+    app.selectbox(key="export_format").set_value(".npy")
+    rerun(app)
+    data, _ = exported(".npy")
+    volume = np.load(io.BytesIO(data))
+    assert volume.shape == (64, 64, 64) and volume.dtype == np.uint8
+
+    app.selectbox(key="export_format").set_value(".vti")
+    rerun(app)
+    data, _ = exported(".vti")
+    path = Path(os.environ["SLICEGAN_RUNS_DIR"]) / "export.vti"
+    path.write_bytes(data)
+    assert pv.read(path).dimensions == (64, 64, 64)
+
+
+def test_a_bigger_export_is_generated_with_progress(app, downloads):
+    app.selectbox(key="export_format").set_value(".npy")
+    app.selectbox(key="export_size").set_value(128)
+    rerun(app)
+    app.button[[b.label for b in app.button].index("Generate 128³ for export")].click()
+    rerun(app)
+    assert app.download_button(key="download").label == "Download 128³ NumPy .npy"
+    (name,) = [n for n in downloads if "_128x128x128" in n]
+    archive = zipfile.ZipFile(io.BytesIO(downloads[name]))
+    (volume_name,) = [n for n in archive.namelist() if n.endswith(".npy")]
+    assert np.load(io.BytesIO(archive.read(volume_name))).shape == (128, 128, 128)
+
+
+def test_ab_mode_shows_two_volumes_from_the_same_seed(app):
+    toggle = [t for t in app.toggle if t.label.startswith("A/B")][0]
+    toggle.set_value(True)
+    rerun(app)
+    assert app.slider(key="attr_alpha_b").value == pytest.approx(0.6)
+    a, b = views(app)
+    assert scene_arrays(a) != scene_arrays(b)
+    assert set(app.dataframe[0].value["volume"]) == {"generated A", "truth A", "generated B", "truth B"}
+    assert len(app.image) == 4
+
+
+def test_explore_opens_a_training_runs_model(trained_run, runs_dir):
+    shutil.copytree(trained_run, runs_dir / "tiny")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    rerun(at)
+    assert at.selectbox(key="model_path").options == ["default (shipped)", "run tiny (finished, step 4)"]
+    at.selectbox(key="model_path").set_value(str(runs_dir / "tiny" / "model"))
+    rerun(at)
+    assert len(views(at)) == 1
+    assert at.slider(key="attr_alpha").value == pytest.approx(0.35)     # kept: inside this model's slider too
+    jump = at.pills(key="attr_alpha_jump")
+    assert jump.label == "Trained alpha values (click to jump)" and jump.options == ["0.2", "0.5"]
+    assert any("no synthetic recipe" in c.value for c in at.caption)
+
+
+# ---- Train --------------------------------------------------------------------------------------------------
+
+def open_train(at):
+    at.switch_page("pages/train.py")
+    return rerun(at)
+
+
+def use_uploads(at):
+    at.radio(key="source").set_value("Upload images or stacks")
+    return rerun(at)
+
+
+def test_bad_uploads_show_the_data_modules_message(app, tmp_path):
+    use_uploads(open_train(app))
+    assert "Add at least one dataset" in app.error[0].value
+    app.file_uploader(key="files_0").set_value(("scan.png", b"this is not a PNG", "image/png"))
+    rerun(app)
+    assert "could not be read" in app.error[0].value and "scan.png" in app.error[0].value
+    flat = io.BytesIO()
+    np.save(flat, np.zeros((64, 64), np.uint8))
+    app.file_uploader(key="files_0").set_value(("flat.npy", flat.getvalue(), "application/octet-stream"))
+    rerun(app)
+    assert app.error[0].value == ("'flat.npy' has only one value (0); a training image needs structure, so check "
+                                  "that the right file or segmentation was saved.")
+    assert [b for b in app.button if b.label == "Launch training"][0].disabled
+
+
+def test_synthetic_data_previews_patches_and_checks_values(app):
+    open_train(app)
+    assert not app.error
+    assert len(app.image) == 9                                # 3 datasets x 3 axes
+    app.text_input(key="sigmas").set_value("0.2, lots")
+    rerun(app)
+    assert "alpha values must be numbers" in app.error[0].value
+
+
+def test_launch_progress_stop_resume_and_open_in_explore(app, runs_dir):
+    use_uploads(open_train(app))
+    app.file_uploader(key="files_0").set_value(("composite.npy", COMPOSITE.read_bytes(), "application/octet-stream"))
+    app.selectbox(key="preset").set_value("tiny")
+    rerun(app)
+    app.number_input(key="steps_tiny").set_value(100_000)
+    app.number_input(key="threads").set_value(1)
+    app.text_input(key="run_name").set_value("ui-run")
+    app.button[[b.label for b in app.button].index("Launch training")].click()
+    rerun(app)
+    run_dir = runs_dir / "ui-run"
+    assert (run_dir / "job.json").is_file() and (run_dir / "data" / "d1_composite.npy").is_file()
+
+    def poll(predicate, tries=150):
+        for _ in range(tries):
+            status = jobs.run_status(run_dir)
+            if predicate(status):
+                return rerun(app)
+            rerun(app)
+        pytest.fail(f"the run did not get there: {jobs.run_status(run_dir)}\n{jobs.log_tail(run_dir)}")
+
+    poll(lambda s: s.state == "running" and s.has_model and len(jobs.read_events(run_dir)) >= 2)
+    assert "running" in app.progress[0].proto.text
+    assert app.get("plotly_chart") and any("x, y, z centre slices" in c for e in app.image for c in e.captions)
+    labels = [b.label for b in app.button]
+    assert "Stop" in labels and "Open in Explore" in labels and "Resume" not in labels
+
+    app.button[labels.index("Stop")].click()
+    poll(lambda s: s.state == "stopped")
+    assert "stopped" in app.progress[0].proto.text
+    stopped_at = jobs.run_status(run_dir).step
+    app.button[[b.label for b in app.button].index("Resume")].click()
+    poll(lambda s: s.state == "running" and s.step > stopped_at)
+    app.button[[b.label for b in app.button].index("Stop")].click()
+    poll(lambda s: s.state == "stopped")
+
+    app.button[[b.label for b in app.button].index("Open in Explore")].click()
+    rerun(app)
+    assert app.selectbox(key="model_path").value == str(run_dir / "model")
+    assert len(views(app)) == 1

@@ -1,0 +1,129 @@
+"""Background training runs: launch, status from the run directory, stop (checkpoint), resume, failures."""
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slicegan_core import jobs
+from slicegan_core.data import DatasetSpec
+
+
+def wait_for(run_dir, condition, timeout=120.0):
+    """Poll run_status until ``condition(status)`` holds; fail after ``timeout`` seconds (no hang)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = jobs.run_status(run_dir)
+        if condition(status):
+            return status
+        time.sleep(0.3)
+    pytest.fail(f"run never reached the expected state; last: {status}\n{jobs.log_tail(run_dir)}")
+
+
+@pytest.fixture
+def runs_dir(tmp_path):
+    """A runs folder whose processes are killed at the end of the test, whatever happens."""
+    yield tmp_path
+    for run in jobs.list_runs(tmp_path):
+        if run.active and run.pid:
+            os.kill(run.pid, signal.SIGKILL)
+
+
+def test_new_run_dir_is_exclusive_and_plain(tmp_path):
+    path = jobs.new_run_dir(tmp_path, "first")
+    assert path.is_dir() and path.parent == tmp_path
+    with pytest.raises(ValueError, match="already exists"):
+        jobs.new_run_dir(tmp_path, "first")
+    for name in ("", "../escape", "a/b", ".hidden"):
+        with pytest.raises(ValueError, match="plain folder name"):
+            jobs.new_run_dir(tmp_path, name)
+
+
+def test_train_command_lists_every_dataset_and_option(tmp_path):
+    specs = [DatasetSpec(("a.npy",), {"alpha": 0.15}), DatasetSpec(("x.png", "y.png", "z.png"), {"alpha": 0.6})]
+    command = jobs.train_command(tmp_path / "run", specs, preset="tiny", steps=30, voxel_size_um=0.5,
+                                 options={"threads": 1, "g_widths": (8, 4, 2)})
+    assert command[1:4] == ["-m", "slicegan_core", "train"]
+    text = " ".join(command)
+    assert f"--data {Path('a.npy').resolve()} --attr alpha=0.15" in text
+    assert "--attr alpha=0.6" in text and "y.png," in text and "--steps 30" in text
+    assert "--set threads=1" in text and "--set g_widths=8,4,2" in text and "--voxel-size 0.5" in text
+    with pytest.raises(ValueError, match="at least one"):
+        jobs.train_command(tmp_path, [])
+
+
+def test_launch_stop_resume(tiny_specs, runs_dir):
+    run_dir = jobs.new_run_dir(runs_dir, "tiny")
+    started = jobs.start_training(run_dir, tiny_specs, preset="tiny", steps=100_000, options={"threads": 1})
+    assert started.state in ("starting", "running") and started.active
+    with pytest.raises(ValueError, match="already used"):           # a second launch cannot share the folder
+        jobs.start_training(run_dir, tiny_specs, preset="tiny")
+    running = wait_for(run_dir, lambda s: s.state == "running" and s.has_model and s.step >= 5)
+    assert running.steps == 100_000 and running.eta_s > 0
+    assert "alpha=0.2" in jobs.latest_samples(run_dir) and jobs.read_events(run_dir)[-1]["step"] >= 5
+    with pytest.raises(ValueError, match="stop it before resuming"):
+        jobs.resume_training(run_dir)
+
+    jobs.stop_training(run_dir)
+    stopped = wait_for(run_dir, lambda s: not s.active)
+    assert stopped.state == "stopped" and stopped.step >= running.step
+    assert not (run_dir / "run.lock").exists()
+    with pytest.raises(ValueError, match="not running"):
+        jobs.stop_training(run_dir)
+
+    resumed = jobs.resume_training(run_dir)
+    assert resumed.state == "starting"
+    again = wait_for(run_dir, lambda s: s.state == "running" and s.step > stopped.step)
+    assert again.pid != stopped.pid
+    jobs.stop_training(run_dir)
+    final = wait_for(run_dir, lambda s: not s.active)
+    assert final.state == "stopped"
+    log = (run_dir / jobs.LOG_FILE).read_text()
+    assert "slicegan_core train" in log and "slicegan_core resume" in log
+    assert [r.name for r in jobs.list_runs(runs_dir)] == ["tiny"]
+
+
+def test_invalid_data_fails_with_the_data_modules_message(runs_dir):
+    flat = runs_dir / "flat.npy"
+    np.save(flat, np.zeros((64, 64), np.uint8))
+    run_dir = jobs.new_run_dir(runs_dir, "bad")
+    jobs.start_training(run_dir, [DatasetSpec((str(flat),), {"alpha": 0.3})], preset="tiny")
+    failed = wait_for(run_dir, lambda s: not s.active)
+    assert failed.state == "failed"
+    assert failed.error == "'flat.npy' has only one value (0); a training image needs structure, so check " \
+                           "that the right file or segmentation was saved."
+    with pytest.raises(ValueError, match="no config.json"):
+        jobs.resume_training(run_dir)
+
+
+def test_a_vanished_process_reads_as_crashed(tmp_path):
+    run_dir = tmp_path / "ghost"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")
+    (run_dir / jobs.LOG_FILE).write_text("step 3\nKilled\n")
+    # Our own pid is alive, but it started after this status was written: a reused pid, not the trainer.
+    status = {"state": "running", "pid": os.getpid(), "step": 3, "steps": 9, "updated": 1000.0}
+    (run_dir / "status.json").write_text(json.dumps(status))
+    crashed = jobs.run_status(run_dir)
+    assert crashed.state == "crashed" and "ended without recording why" in crashed.error and "Killed" in crashed.error
+    status["updated"] = time.time()
+    (run_dir / "status.json").write_text(json.dumps(status))
+    assert jobs.run_status(run_dir).state == "running"
+    status.update(state="crashed", error="Traceback ...\nRuntimeError: out of memory")
+    (run_dir / "status.json").write_text(json.dumps(status))
+    assert jobs.run_status(run_dir).error.endswith("out of memory")
+
+
+def test_events_skip_a_half_written_line_and_runs_need_a_record(tmp_path):
+    run_dir = tmp_path / "r"
+    run_dir.mkdir()
+    (run_dir / "events.jsonl").write_text('{"step": 10, "eta_s": 5.0}\n{"step": 20, "eta_s": 2.0}\n{"step": 3')
+    assert [e["step"] for e in jobs.read_events(run_dir)] == [10, 20]
+    assert [e["step"] for e in jobs.read_events(run_dir, last=1)] == [20]
+    (tmp_path / "not_a_run").mkdir()
+    assert jobs.list_runs(tmp_path) == []
+    (run_dir / "config.json").write_text("{}")
+    assert [r.name for r in jobs.list_runs(tmp_path)] == ["r"] and jobs.list_runs(tmp_path / "missing") == []
