@@ -1,8 +1,12 @@
-"""SliceGAN Studio: ``streamlit run app.py`` (or ``make run``). This file only routes; the pages live in pages/."""
+"""SliceGAN Studio: ``streamlit run app.py`` (or ``make run``). This file only routes; the pages live in app_pages/.
+
+(Not ``pages/``: Streamlit runs a folder of that name next to the entry script as an old-style multipage app on
+a fresh server's first request, so a bookmarked /train would open without this navigation.)
+"""
 import streamlit as st
 
 st.set_page_config(page_title="SliceGAN Studio", page_icon=":material/deployed_code:", layout="wide")
 st.navigation([
-    st.Page("pages/explore.py", title="Explore", icon=":material/view_in_ar:", default=True),
-    st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("app_pages/explore.py", title="Explore", icon=":material/view_in_ar:", default=True),
+    st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
 ]).run()

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import time
 import zipfile
 from pathlib import Path
 
@@ -213,7 +214,7 @@ def test_explore_opens_a_training_runs_model(trained_run, runs_dir):
 # ---- Train --------------------------------------------------------------------------------------------------
 
 def open_train(at):
-    at.switch_page("pages/train.py")
+    at.switch_page("app_pages/train.py")
     return rerun(at)
 
 
@@ -259,12 +260,14 @@ def test_launch_progress_stop_resume_and_open_in_explore(app, runs_dir):
     run_dir = runs_dir / "ui-run"
     assert (run_dir / "job.json").is_file() and (run_dir / "data" / "d1_composite.npy").is_file()
 
-    def poll(predicate, tries=150):
-        for _ in range(tries):
-            status = jobs.run_status(run_dir)
-            if predicate(status):
+    def poll(predicate, timeout=120.0):
+        """Rerun the page (as its polling fragment would) until the run directory satisfies ``predicate``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate(jobs.run_status(run_dir)):
                 return rerun(app)
             rerun(app)
+            time.sleep(0.2)
         pytest.fail(f"the run did not get there: {jobs.run_status(run_dir)}\n{jobs.log_tail(run_dir)}")
 
     poll(lambda s: s.state == "running" and s.has_model and len(jobs.read_events(run_dir)) >= 2)

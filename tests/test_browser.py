@@ -204,7 +204,7 @@ def test_screenshots(server, browser):
     from slicegan_core import jobs
     from slicegan_core.data import DatasetSpec
 
-    page = browser.new_page(viewport={"width": 1400, "height": 1500})
+    page = browser.new_page(viewport={"width": 1400, "height": 1900})
     page.goto(server["url"])
     wait_for_picture(page.locator("iframe#stpyvistaframe").first, timeout=120)
     page.get_by_role("button", name="Download TIFF").wait_for(timeout=60_000)
@@ -213,16 +213,18 @@ def test_screenshots(server, browser):
 
     run_dir = jobs.new_run_dir(server["runs"], "demo-tiny")
     data = ROOT / "tests" / "data" / "composite_3phase_256.npy"
-    jobs.start_training(run_dir, [DatasetSpec((str(data),), {"alpha": 0.3})], preset="tiny", steps=400,
+    jobs.start_training(run_dir, [DatasetSpec((str(data),), {"alpha": 0.3})], preset="tiny", steps=2000,
                         options={"threads": 1})
     try:
         deadline = time.monotonic() + 180
-        while len(jobs.read_events(run_dir)) < 40 and time.monotonic() < deadline:
+        while len(jobs.read_events(run_dir)) < 120 and time.monotonic() < deadline:
             time.sleep(1)
+        page.set_viewport_size({"width": 1400, "height": 2300})
         page.goto(server["url"] + "/train")
+        page.get_by_text("x, y, z centre slices").first.wait_for(timeout=120_000)
+        page.get_by_text("New run").click()                 # collapsed while a run is active
         page.get_by_text("Patches the critics will see").wait_for(timeout=120_000)
-        page.get_by_text("x, y, z centre slices").first.wait_for(timeout=60_000)
-        page.wait_for_timeout(2500)
+        page.wait_for_timeout(3000)
         page.screenshot(path=ROOT / "docs" / "train.png")
     finally:
         if jobs.run_status(run_dir).active:

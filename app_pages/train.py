@@ -25,8 +25,8 @@ RUNS_DIR = Path(os.environ.get("SLICEGAN_RUNS_DIR", ROOT / "runs"))
 PRESET_NOTES = {"tiny": "32³ patches, tiny networks: a smoke test in a minute",
                 "cpu": "64³ patches, 8× narrower networks: a laptop CPU run (hours)",
                 "paper": "the published configuration: needs a GPU"}
-STATE_ICONS = {"starting": "⏳", "running": "🟢", "stopping": "⏸️", "stopped": "⏹️", "finished": "✅",
-               "crashed": "❌", "failed": "❌", "unknown": "❔"}
+STATE_COLOURS = {"starting": "blue", "running": "green", "stopping": "orange", "stopped": "gray",
+                 "finished": "green", "crashed": "red", "failed": "red", "unknown": "gray"}
 
 
 # ---- data sources (cached) ------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ if not runs:
     st.info(f"No runs yet in {RUNS_DIR}. Launch one above; it keeps running if you close this tab.")
     st.stop()
 paths = [str(r.run_dir) for r in runs]
-labels = {str(r.run_dir): f"{STATE_ICONS.get(r.state, '')} {r.name} · {r.state} · step {r.step}/{r.steps}"
+labels = {str(r.run_dir): f"{r.name} · {r.state} · step {r.step}/{r.steps}"
           for r in runs}
 if st.session_state.get("selected_run") not in paths:
     st.session_state.selected_run = next((str(r.run_dir) for r in runs if r.active), paths[0])
@@ -204,9 +204,9 @@ def monitor(run_dir: Path):
         st.rerun(scope="app")
     progress = status.step / status.steps if status.steps else 0.0
     eta = f" · about {status.eta_s / 60:.1f} min left" if status.active and status.eta_s else ""
-    st.progress(min(1.0, progress), text=f"{STATE_ICONS.get(status.state, '')} **{status.state}** · step "
+    st.progress(min(1.0, progress), text=f":{STATE_COLOURS.get(status.state, 'gray')}-badge[{status.state}] step "
                 f"{status.step} of {status.steps or '?'}{eta}")
-    buttons = st.columns([1, 1, 1, 3], vertical_alignment="bottom")
+    buttons = st.columns([1, 1.3, 1.7, 2], vertical_alignment="bottom")
     try:
         if status.active:
             if buttons[0].button("Stop", icon=":material/stop:", help="Checkpoint, then end the run",
@@ -223,7 +223,7 @@ def monitor(run_dir: Path):
         st.error(str(error), icon=":material/error:")
     if status.has_model and buttons[2].button("Open in Explore", icon=":material/view_in_ar:"):
         st.session_state.open_model = str(run_dir / "model")
-        st.switch_page("pages/explore.py")
+        st.switch_page("app_pages/explore.py")
     if status.state in ("crashed", "failed"):
         st.error(f"The run {status.state}." if status.state == "crashed" else status.error.splitlines()[-1],
                  icon=":material/error:")

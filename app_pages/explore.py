@@ -350,8 +350,8 @@ else:
                         row=row, col=column)
                 figure.update_xaxes(type="log", title_text=f"{title} ({unit})", row=row, col=column)
             figure.update_yaxes(title_text="density of ln(size)", row=row, col=1)
-        figure.update_layout(height=560, margin={"l": 10, "r": 10, "t": 30, "b": 10},
-                             legend={"orientation": "h", "y": 1.08, "x": 1, "xanchor": "right"})
+        figure.update_layout(height=600, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                             legend={"orientation": "h", "y": -0.16, "x": 0})
         return figure
 
     st.plotly_chart(histograms(), key="histograms")
