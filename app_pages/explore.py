@@ -90,9 +90,15 @@ def get_export(path: str, stamp: float, attrs: tuple, seed: int, shape: tuple, p
     return export_zip(model, volume, dict(attrs), seed, shape, periodic, suffix)
 
 
+def model_name(path: str) -> str:
+    """models/default -> "default"; runs/NAME/model -> "NAME"."""
+    path = Path(path)
+    return path.parent.name if path.name == "model" else path.name
+
+
 def export_zip(model, volume, attrs: dict, seed: int, shape, periodic: bool, suffix: str) -> tuple[str, bytes]:
     label = "_".join(f"{k}{v:g}" for k, v in attrs.items())
-    stem = f"{Path(model.path).name}_{label}_seed{seed}_{'x'.join(map(str, shape))}{'_periodic' * periodic}"
+    stem = f"{model_name(model.path)}_{label}_seed{seed}_{'x'.join(map(str, shape))}{'_periodic' * periodic}"
     buffer = BytesIO()
     with tempfile.TemporaryDirectory() as folder:
         target = save_volume(Path(folder) / f"{stem}{suffix}", volume, model.voxel_size_um,
@@ -144,6 +150,11 @@ stamp = model_stamp(model_path)
 model = get_model(model_path, stamp)
 info = model.info
 voxel_size = model.voxel_size_um
+phases = model.phases if model.image_type == "n-phase" else []
+if not phases:
+    st.error(f"This page shows n-phase (label) models; {model_name(model_path)} is {model.image_type}.")
+    st.stop()
+names = {int(p["value"]): p["name"] for p in phases}
 
 card_title = ", ".join(f"{n} {lo:.3g} to {hi:.3g}" for n, (lo, hi) in model.trained_range.items())
 with sidebar.expander(f"Model card: {model.image_type}, {card_title}"):
@@ -162,8 +173,8 @@ with sidebar.expander(f"Model card: {model.image_type}, {card_title}"):
         shapes = " + ".join("×".join(map(str, s)) for s in dataset.get("shapes", []))
         lines.append(f"- {' + '.join(Path(p).name for p in dataset.get('paths', []))} ({dataset.get('kind')} "
                      f"{shapes}): {attrs_text}")
-    if info.get("recipe"):
-        lines.append("Synthetic recipe included: the truth is shown under Grain statistics.")
+    if jobs.model_recipe(model_path, info):
+        lines.append("Synthetic recipe known: the truth is shown under Grain statistics.")
     st.markdown("\n".join(line if line.startswith("- ") else line + "  " for line in lines))
 
 sidebar.subheader("Structure")
@@ -186,6 +197,8 @@ def attribute_sliders(suffix: str, default_index: int) -> dict[str, float]:
         sidebar.pills(f"Trained {name} values (click to jump)", trained, format_func=lambda v: f"{v:g}",
                       key=f"{key}_jump", on_change=jump, args=(key,))
     return values
+
+
 attrs_a = attribute_sliders("", default_index=len(model.trained_values.get(model.attribute_names[0], [])) // 2)
 if "seed" not in st.session_state:
     st.session_state.seed = 7
@@ -215,11 +228,6 @@ volumes = [get_volume(model_path, stamp, tuple(attrs.items()), seed, shape, peri
 generate_s = time.perf_counter() - started
 if generate_s > 0.05:  # a real generation, not a cache hit: remember this machine's speed for exports
     st.session_state.seconds_per_voxel = generate_s / (len(volumes) * np.prod(shape))
-phases = model.phases if model.image_type == "n-phase" else []
-if not phases:
-    st.error(f"This page shows n-phase models; {Path(model_path).name} is {model.image_type}.")
-    st.stop()
-names = {int(p["value"]): p["name"] for p in phases}
 
 
 def describe(attrs: dict) -> str:
@@ -265,8 +273,7 @@ def cuts(volumes, shape):
                     width="stretch")
 
 
-st.markdown(f"#### {Path(model_path).parent.name if Path(model_path).name == 'model' else Path(model_path).name}"
-            f" · {' vs '.join(describe(a) for _, a in cases)} · seed {seed} · {side}³"
+st.markdown(f"#### {model_name(model_path)} · {' vs '.join(describe(a) for _, a in cases)} · seed {seed} · {side}³"
             f"{' · periodic' if periodic else ''}")
 if compare:
     views(volumes, shape)
@@ -282,7 +289,7 @@ st.caption(f"Generated in {generate_s:.2f} s" if generate_s > 0.05 else "From th
 # ---- statistics -----------------------------------------------------------------------------------------
 
 st.subheader("Grain statistics")
-recipe = info.get("recipe")
+recipe = jobs.model_recipe(model_path, info)
 unit = "µm" if voxel_size else "voxels"
 if phase_statistics is None:
     st.info("The metrics module is not available in this version; statistics are not shown.")
@@ -362,7 +369,7 @@ st.subheader("Export")
 left, middle, right = st.columns([2, 2, 3], vertical_alignment="bottom")
 suffix = left.selectbox("Format", list(FORMATS), format_func=FORMATS.get, key="export_format")
 sizes = {side: f"as shown ({side}³)"} | {s: f"{s}³" for s in EXPORT_SIZES if s > side}
-export_side = middle.selectbox("Size", list(sizes), format_func=sizes.get, key="export_size")
+export_side = middle.selectbox("Size", list(sizes), format_func=sizes.get, key=f"export_size_{side}")
 export_shape = (export_side,) * 3
 if periodic and export_side % model.voxels_per_latent:
     export_shape = (export_side // model.voxels_per_latent * model.voxels_per_latent,) * 3
@@ -384,10 +391,13 @@ else:
         done: dict = {}
 
         def work():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                big = model.generate(attrs_a, seed=seed, shape=export_shape, periodic=periodic)
-            done["result"] = export_zip(model, big, attrs_a, seed, export_shape, periodic, suffix)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    big = model.generate(attrs_a, seed=seed, shape=export_shape, periodic=periodic)
+                done["result"] = export_zip(model, big, attrs_a, seed, export_shape, periodic, suffix)
+            except (ValueError, MemoryError, RuntimeError) as error:  # RuntimeError: torch out of memory
+                done["error"] = str(error).splitlines()[0]
 
         worker = threading.Thread(target=work, daemon=True)
         worker.start()
@@ -402,4 +412,4 @@ else:
         if "result" in done:
             st.session_state.export_prepared = (request, *done["result"])
             st.rerun()
-        st.error("Generating the export volume failed; try a smaller size.")
+        st.error(f"Generating the export volume failed ({done.get('error', 'no result')}); try a smaller size.")

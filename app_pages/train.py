@@ -25,6 +25,7 @@ RUNS_DIR = Path(os.environ.get("SLICEGAN_RUNS_DIR", ROOT / "runs"))
 PRESET_NOTES = {"tiny": "32³ patches, tiny networks: a smoke test in a minute",
                 "cpu": "64³ patches, 8× narrower networks: a laptop CPU run (hours)",
                 "paper": "the published configuration: needs a GPU"}
+SYNTHETIC_SEED = 101  # seed of the first synthetic training volume; the next ones count up
 STATE_COLOURS = {"starting": "blue", "running": "green", "stopping": "orange", "stopped": "gray",
                  "finished": "green", "crashed": "red", "failed": "red", "unknown": "gray"}
 
@@ -59,7 +60,7 @@ def parse_numbers(text: str, what: str) -> list[float]:
 
 
 def choose_data() -> tuple[list, str, dict]:
-    """Data widgets -> ([(DatasetSpec, arrays to write or None)], image type, synthetic settings or {})."""
+    """Data widgets -> ([(DatasetSpec, array to write or None)], image type, synthetic recipe or {})."""
     source = st.radio("Training data", ["Synthetic grains (known truth)", "Upload images or stacks"],
                       horizontal=True, key="source")
     if source.startswith("Synthetic"):
@@ -71,11 +72,14 @@ def choose_data() -> tuple[list, str, dict]:
         values = parse_numbers(sigmas, "alpha values")
         fraction_values = tuple(parse_numbers(fractions, "Phase fractions"))
         datasets = []
+        seeds = {f"{sigma:g}": SYNTHETIC_SEED + i for i, sigma in enumerate(values)}
         with st.spinner("Synthesising the training volumes..."):
-            for i, sigma in enumerate(values):
-                volume = synthetic_volume(sigma, side, median, fraction_values, 101 + i)
+            for sigma in values:
+                volume = synthetic_volume(sigma, side, median, fraction_values, seeds[f"{sigma:g}"])
                 datasets.append((DatasetSpec((f"synthetic_alpha{sigma:g}.npy",), {"alpha": sigma}), volume))
-        return datasets, "n-phase", {"median_esd": median, "phase_fractions": fraction_values}
+        recipe = {"sigmas": values, "shape": [side] * 3, "median_esd": median,
+                  "phase_fractions": list(fraction_values), "periodic": True, "seeds": seeds}
+        return datasets, "n-phase", recipe
 
     left, middle, right = st.columns([1, 2, 1])
     count = left.number_input("Datasets", 1, 8, 1, key="n_datasets")
@@ -147,7 +151,9 @@ with st.expander("New run", expanded=not any(r.active for r in runs) or "launch_
             columns[3].markdown(f"Dataset {index + 1}: {attrs_text}  \n"
                                 + ", ".join(f"phase {k}: {v:.0%}" for k, v in fractions.items()))
 
-    name = st.text_input("Run name", time.strftime("run-%Y%m%d-%H%M%S"), key="run_name")
+    if "run_name" not in st.session_state:
+        st.session_state.run_name = time.strftime("run-%Y%m%d-%H%M%S")
+    name = st.text_input("Run name", key="run_name")
     if st.button("Launch training", type="primary", disabled=bool(problem), icon=":material/rocket_launch:"):
         st.session_state.pop("launch_error", None)
         try:
@@ -162,10 +168,13 @@ with st.expander("New run", expanded=not any(r.active for r in runs) or "launch_
                 else:  # uploads: copy next to the run (the staging folder is temporary)
                     copies = [shutil.copy(p, run_dir / "data" / f"d{index + 1}_{Path(p).name}") for p in spec.paths]
                     specs.append(DatasetSpec(tuple(copies), spec.attrs))
+            if synthetic:
+                jobs.save_recipe(run_dir, synthetic)
             jobs.start_training(run_dir, specs, preset=preset, steps=int(steps), image_type=image_type,
                                 voxel_size_um=voxel_size or None,
                                 options={"threads": int(threads)} if threads else None)
             st.session_state.selected_run = str(run_dir)
+            del st.session_state.run_name  # the next run gets a fresh name
             st.rerun()
         except ValueError as error:
             st.session_state.launch_error = True

@@ -6,6 +6,8 @@ run is read back from its directory, so any process can re-attach to it:
 
   job.json       this module's launch record: command, pid, launch time (written atomically, once per launch)
   train.log      the process's stdout and stderr (appended to by each launch)
+  synthetic_recipe.json   optional: the synthetic generator's settings when the data came from it, so the
+                 run's model can be compared with the truth (see :func:`save_recipe`, :func:`model_recipe`)
   config.json, events.jsonl, status.json, samples/, model/, run.lock   written by the trainer
                  (see :mod:`slicegan_core.train`)
 
@@ -29,6 +31,7 @@ from .storage import atomic_write_text
 
 JOB_FILE = "job.json"
 LOG_FILE = "train.log"
+RECIPE_FILE = "synthetic_recipe.json"  # how the run's training data was synthesised, when it was
 ACTIVE_STATES = ("starting", "running", "stopping")
 
 
@@ -267,6 +270,24 @@ def list_runs(runs_dir: str | Path) -> list[RunStatus]:
     found.sort(key=lambda p: max((p / f).stat().st_mtime for f in ("config.json", JOB_FILE) if (p / f).exists()),
                reverse=True)
     return [run_status(p) for p in found]
+
+
+def save_recipe(run_dir: str | Path, recipe: dict) -> Path:
+    """Record how a run's training data was synthesised (``median_esd``, ``phase_fractions`` and per dataset
+    ``sigmas``, ``seeds``, ``shape``, ``periodic``), the same keys as the default model's ``recipe``."""
+    path = Path(run_dir) / RECIPE_FILE
+    atomic_write_text(path, json.dumps(recipe, indent=2))
+    return path
+
+
+def model_recipe(model_dir: str | Path, info: dict) -> dict | None:
+    """The synthetic recipe of a model: its model.json ``recipe`` (``info``), else that of the run it was
+    exported by (``RUN/model`` -> ``RUN/synthetic_recipe.json``), else None."""
+    if info.get("recipe"):
+        return info["recipe"]
+    if Path(model_dir).name != "model":
+        return None
+    return _read_json(Path(model_dir).parent / RECIPE_FILE) or None
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------

@@ -175,7 +175,7 @@ def test_export_tiff_npy_vti_with_provenance(app, downloads):
 
 def test_a_bigger_export_is_generated_with_progress(app, downloads):
     app.selectbox(key="export_format").set_value(".npy")
-    app.selectbox(key="export_size").set_value(128)
+    app.selectbox(key="export_size_64").set_value(128)
     rerun(app)
     app.button[[b.label for b in app.button].index("Generate 128³ for export")].click()
     rerun(app)
@@ -209,6 +209,9 @@ def test_explore_opens_a_training_runs_model(trained_run, runs_dir):
     jump = at.pills(key="attr_alpha_jump")
     assert jump.label == "Trained alpha values (click to jump)" and jump.options == ["0.2", "0.5"]
     assert any("no synthetic recipe" in c.value for c in at.caption)
+    jobs.save_recipe(runs_dir / "tiny", {"median_esd": 6.0, "phase_fractions": [0.35, 0.35, 0.30]})
+    rerun(at)                                                # a run made from synthetic data shows its truth
+    assert set(at.dataframe[0].value["volume"]) == {"generated", "synthetic truth"}
 
 
 # ---- Train --------------------------------------------------------------------------------------------------
@@ -238,13 +241,28 @@ def test_bad_uploads_show_the_data_modules_message(app, tmp_path):
     assert [b for b in app.button if b.label == "Launch training"][0].disabled
 
 
-def test_synthetic_data_previews_patches_and_checks_values(app):
+def test_synthetic_data_previews_patches_checks_values_and_launches_with_its_recipe(app, runs_dir):
     open_train(app)
     assert not app.error
     assert len(app.image) == 9                                # 3 datasets x 3 axes
     app.text_input(key="sigmas").set_value("0.2, lots")
     rerun(app)
     assert "alpha values must be numbers" in app.error[0].value
+    app.text_input(key="sigmas").set_value("0.2, 0.5")
+    app.select_slider(key="synth_side").set_value(48)
+    app.selectbox(key="preset").set_value("tiny")
+    app.text_input(key="run_name").set_value("synthetic-run")
+    rerun(app)
+    assert len(app.image) == 6 and not app.error
+    app.button[[b.label for b in app.button].index("Launch training")].click()
+    rerun(app)
+    run_dir = runs_dir / "synthetic-run"
+    assert sorted(p.name for p in (run_dir / "data").iterdir()) == ["synthetic_alpha0.2.npy", "synthetic_alpha0.5.npy"]
+    assert np.load(run_dir / "data" / "synthetic_alpha0.5.npy").shape == (48, 48, 48)
+    recipe = json.loads((run_dir / jobs.RECIPE_FILE).read_text())
+    assert recipe["sigmas"] == [0.2, 0.5] and recipe["median_esd"] == 8.0 and recipe["shape"] == [48, 48, 48]
+    assert app.selectbox(key="selected_run").value == str(run_dir)
+    assert app.text_input(key="run_name").value != "synthetic-run"     # a fresh name for the next run
 
 
 def test_launch_progress_stop_resume_and_open_in_explore(app, runs_dir):

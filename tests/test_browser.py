@@ -199,7 +199,8 @@ def test_view_draws_follows_the_slider_and_exports(server, browser, tmp_path):
     page.close()
 
 
-@pytest.mark.skipif(not os.environ.get("SLICEGAN_SCREENSHOTS"), reason="set SLICEGAN_SCREENSHOTS=1 to rewrite docs/*.png")
+@pytest.mark.skipif(not os.environ.get("SLICEGAN_SCREENSHOTS"),
+                    reason="set SLICEGAN_SCREENSHOTS=1 to rewrite docs/*.png")
 def test_screenshots(server, browser):
     from slicegan_core import jobs
     from slicegan_core.data import DatasetSpec

@@ -127,3 +127,14 @@ def test_events_skip_a_half_written_line_and_runs_need_a_record(tmp_path):
     assert jobs.list_runs(tmp_path) == []
     (run_dir / "config.json").write_text("{}")
     assert [r.name for r in jobs.list_runs(tmp_path)] == ["r"] and jobs.list_runs(tmp_path / "missing") == []
+
+
+def test_synthetic_recipe_of_a_run_reaches_its_model(tmp_path):
+    run_dir = tmp_path / "synthetic"
+    (run_dir / "model").mkdir(parents=True)
+    recipe = {"sigmas": [0.2, 0.5], "median_esd": 6.0, "phase_fractions": [0.5, 0.5], "periodic": True}
+    jobs.save_recipe(run_dir, recipe)
+    assert jobs.model_recipe(run_dir / "model", {}) == recipe
+    assert jobs.model_recipe(run_dir / "model", {"recipe": {"median_esd": 8.0}}) == {"median_esd": 8.0}
+    assert jobs.model_recipe(tmp_path / "models" / "default", {}) is None      # a shipped model: model.json only
+    assert jobs.model_recipe(tmp_path / "other" / "model", {}) is None
