@@ -22,6 +22,7 @@ from plotly.subplots import make_subplots
 from stpyvista import stpyvista
 
 from slicegan_core import jobs, load_model, scene, synthesize
+from slicegan_core.data import load_image
 from slicegan_core.export import provenance, save_volume
 
 try:  # the metrics package is optional here: without it the page shows the volume only
@@ -79,6 +80,27 @@ def get_truth_statistics(recipe_json: str, sigma: float, seed: int, shape: tuple
                        phase_fractions=tuple(recipe["phase_fractions"]), periodic=True, seed=seed)
     return phase_statistics(truth.labels, list(range(len(recipe["phase_fractions"]))), voxel_size=voxel_size,
                             s2=False, n_boot=100, seed=seed)
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def get_training_statistics(path: str, phase_values: tuple, voxel_size: float):
+    """Statistics of one training image or stack (centre crop of at most 128^3 or 1024^2): chords compare
+    directly with the generated volume's; feature sizes only for a 3D stack (2D gives circle diameters)."""
+    labels = load_image(path)
+    if labels.ndim not in (2, 3) or labels.dtype.kind not in "biu":
+        return None  # colour-coded labels or intensities: nothing comparable to show
+    limit = 128 if labels.ndim == 3 else 1024
+    labels = labels[tuple(slice(max(0, (n - limit) // 2), max(0, (n - limit) // 2) + limit) for n in labels.shape)]
+    return phase_statistics(labels, list(phase_values), voxel_size=voxel_size, s2=False, n_boot=100), labels.ndim
+
+
+def matching_dataset(model_path: str, attrs: dict) -> str | None:
+    """The file of the training dataset with exactly these attribute values, when it is still on disk."""
+    for spec in jobs.model_datasets(model_path):
+        same = set(spec.attrs) == set(attrs) and all(abs(spec.attrs[k] - attrs[k]) < 1e-6 for k in attrs)
+        if same and len(spec.paths) == 1 and Path(spec.paths[0]).is_file():
+            return spec.paths[0]
+    return None
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
@@ -294,7 +316,8 @@ unit = "µm" if voxel_size else "voxels"
 if phase_statistics is None:
     st.info("The metrics module is not available in this version; statistics are not shown.")
 else:
-    series = []  # (label, {phase value: PhaseStatistics}, line style: generated A solid, B dashed; truth grey)
+    # (label, {phase value: PhaseStatistics}, style): generated A solid, B dashed; truth / training data grey
+    series = []
     for label, attrs in cases:
         key = (model_path, stamp, tuple(attrs.items()), seed, shape, periodic)
         with st.spinner(f"Measuring grain sizes{' of ' + label if compare else ''}..."):
@@ -306,23 +329,33 @@ else:
                 truth = get_truth_statistics(json.dumps(recipe), float(sigma), seed, shape, voxel_size or 1.0)
             series.append((f"truth {label}" if compare else "synthetic truth", truth,
                            {"dash": "dashdot" if label == "B" else "dot", "colour": "#333333"}))
+        elif not recipe and (source := matching_dataset(model_path, attrs)):
+            training = get_training_statistics(source, model.phase_values, voxel_size or 1.0)
+            if training:
+                series.append((f"training data {label}" if compare else "training data", training[0],
+                               {"dash": "dashdot" if label == "B" else "dot", "colour": "#333333",
+                                "chords_only": training[1] == 2}))
     if not recipe:
-        st.caption("This model carries no synthetic recipe, so there is no ground truth to overlay.")
+        st.caption("This model carries no synthetic recipe, so there is no ground truth to overlay; the "
+                   "training data is overlaid when the attribute values are those of a training dataset.")
 
-    columns = st.columns(len(series))
-    for column, (label, statistics, _) in zip(columns, series):
+    sized = [(label, statistics) for label, statistics, style in series if not style.get("chords_only")]
+    for column, (label, statistics) in zip(st.columns(len(sized)), sized):
         pooled = fit_lognormal(np.concatenate([s.sizes.diameters for s in statistics.values()]), n_boot=0)
         column.metric(f"σ of ln ESD, {label}", f"{pooled.sigma:.3f}", help="All phases pooled. The synthetic "
                       "truth's σ is the alpha it was made with, measured the same way (watershed, border grains "
                       "left out).")
     rows = []
-    for label, statistics, _ in series:
+    for label, statistics, style in series:
         for value, stat in statistics.items():
             low, high = stat.size_fit.sigma_ci
+            sizes = not style.get("chords_only")  # 2D training images: circle diameters, not comparable
             rows.append({"volume": label, "phase": names.get(value, value),
-                         "fraction": round(stat.volume_fraction, 3), "grains": len(stat.sizes.diameters),
-                         f"median ESD ({unit})": round(float(np.exp(stat.size_fit.mu)), 2),
-                         "σ fit ESD": round(stat.size_fit.sigma, 3), "σ 95% CI": f"{low:.3f} to {high:.3f}",
+                         "fraction": round(stat.volume_fraction, 3),
+                         "grains": len(stat.sizes.diameters) if sizes else None,
+                         f"median ESD ({unit})": round(float(np.exp(stat.size_fit.mu)), 2) if sizes else None,
+                         "σ fit ESD": round(stat.size_fit.sigma, 3) if sizes else None,
+                         "σ 95% CI": f"{low:.3f} to {high:.3f}" if sizes else None,
                          f"mean chord ({unit})": round(stat.chords.mean, 2),
                          "σ fit chords": round(stat.chord_fit.sigma, 3)})
     st.dataframe(rows, hide_index=True)
@@ -338,7 +371,8 @@ else:
                                vertical_spacing=0.2)
         for row, (measure, title) in enumerate(measures, start=1):
             for column, phase in enumerate(phases, start=1):
-                data = [(label, measure(stats[int(phase["value"])]), style) for label, stats, style in series]
+                data = [(label, measure(stats[int(phase["value"])]), style) for label, stats, style in series
+                        if row == 2 or not style.get("chords_only")]
                 pooled = np.concatenate([d[d > 0] for _, d, _ in data])
                 if pooled.size < 2 or pooled.min() == pooled.max():
                     continue

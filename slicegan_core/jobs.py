@@ -290,6 +290,17 @@ def model_recipe(model_dir: str | Path, info: dict) -> dict | None:
     return _read_json(Path(model_dir).parent / RECIPE_FILE) or None
 
 
+def model_datasets(model_dir: str | Path) -> list[DatasetSpec]:
+    """The training datasets (full paths, attribute values) of the run that exported ``model_dir``
+    (``RUN/model``, read from ``RUN/config.json``); [] for other models, whose model.json keeps file names
+    only."""
+    if Path(model_dir).name != "model":
+        return []
+    config = _read_json(Path(model_dir).parent / "config.json")
+    return [DatasetSpec(tuple(d["paths"]), d.get("attrs", {}))
+            for d in config.get("data", {}).get("datasets", []) if d.get("paths")]
+
+
 # ---- helpers ---------------------------------------------------------------------------------------------
 
 def _failure_reason(run_dir: Path) -> str:

@@ -209,6 +209,11 @@ def test_explore_opens_a_training_runs_model(trained_run, runs_dir):
     jump = at.pills(key="attr_alpha_jump")
     assert jump.label == "Trained alpha values (click to jump)" and jump.options == ["0.2", "0.5"]
     assert any("no synthetic recipe" in c.value for c in at.caption)
+    assert set(at.dataframe[0].value["volume"]) == {"generated"}       # 0.35 is no training dataset's value
+    at.pills(key="attr_alpha_jump").set_value(0.2)
+    rerun(at)                                                # the 40^3 training volume at alpha 0.2 is overlaid
+    table = at.dataframe[0].value
+    assert set(table["volume"]) == {"generated", "training data"} and table["grains"].notna().all()
     jobs.save_recipe(runs_dir / "tiny", {"median_esd": 6.0, "phase_fractions": [0.35, 0.35, 0.30]})
     rerun(at)                                                # a run made from synthetic data shows its truth
     assert set(at.dataframe[0].value["volume"]) == {"generated", "synthetic truth"}
@@ -265,6 +270,19 @@ def test_synthetic_data_previews_patches_checks_values_and_launches_with_its_rec
     assert app.text_input(key="run_name").value != "synthetic-run"     # a fresh name for the next run
 
 
+def test_a_crashed_run_shows_its_error_tail(app, runs_dir):
+    run_dir = runs_dir / "broken"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"train": {"steps": 50}}))
+    (run_dir / "status.json").write_text(json.dumps({
+        "state": "crashed", "pid": 999_999, "step": 20, "steps": 50, "updated": time.time(),
+        "error": "Traceback (most recent call last):\n  File \"train.py\"\nRuntimeError: CUDA out of memory"}))
+    open_train(app)
+    assert app.selectbox(key="selected_run").value == str(run_dir)
+    assert app.error[0].value == "The run crashed." and "RuntimeError: CUDA out of memory" in app.code[0].value
+    assert "Resume" in [b.label for b in app.button] and "Stop" not in [b.label for b in app.button]
+
+
 def test_launch_progress_stop_resume_and_open_in_explore(app, runs_dir):
     use_uploads(open_train(app))
     app.file_uploader(key="files_0").set_value(("composite.npy", COMPOSITE.read_bytes(), "application/octet-stream"))
@@ -306,4 +324,7 @@ def test_launch_progress_stop_resume_and_open_in_explore(app, runs_dir):
     app.button[[b.label for b in app.button].index("Open in Explore")].click()
     rerun(app)
     assert app.selectbox(key="model_path").value == str(run_dir / "model")
-    assert len(views(app)) == 1
+    assert len(views(app)) == 1 and app.slider(key="attr_alpha").value == pytest.approx(0.15)
+    table = app.dataframe[0].value          # the 2D training image: chords compare, circle diameters do not
+    training = table[table["volume"] == "training data"]
+    assert len(training) == 3 and training["grains"].isna().all() and training["σ fit chords"].notna().all()

@@ -2,6 +2,8 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -57,8 +59,19 @@ def test_train_command_lists_every_dataset_and_option(tmp_path):
 
 def test_launch_stop_resume(tiny_specs, runs_dir):
     run_dir = jobs.new_run_dir(runs_dir, "tiny")
-    started = jobs.start_training(run_dir, tiny_specs, preset="tiny", steps=100_000, options={"threads": 1})
-    assert started.state in ("starting", "running") and started.active
+    # Launch from a short-lived process, as an app that is then closed or restarted would: the run goes on
+    # and this process re-attaches to it from the run directory alone.
+    launcher = f"""
+import sys
+from slicegan_core import jobs
+from slicegan_core.data import DatasetSpec
+specs = [DatasetSpec((path,), {{"alpha": float(alpha)}}) for path, alpha in zip(sys.argv[1::2], sys.argv[2::2])]
+print(jobs.start_training({str(run_dir)!r}, specs, preset="tiny", steps=100_000, options={{"threads": 1}}).state)
+"""
+    arguments = [str(a) for spec in tiny_specs for a in (spec.paths[0], spec.attrs["alpha"])]
+    launched = subprocess.run([sys.executable, "-c", launcher, *arguments], capture_output=True, text=True,
+                              cwd=Path(__file__).resolve().parents[1], check=True, timeout=120)
+    assert launched.stdout.strip() in ("starting", "running") and jobs.run_status(run_dir).active
     with pytest.raises(ValueError, match="already used"):           # a second launch cannot share the folder
         jobs.start_training(run_dir, tiny_specs, preset="tiny")
     running = wait_for(run_dir, lambda s: s.state == "running" and s.has_model and s.step >= 5)
@@ -138,3 +151,9 @@ def test_synthetic_recipe_of_a_run_reaches_its_model(tmp_path):
     assert jobs.model_recipe(run_dir / "model", {"recipe": {"median_esd": 8.0}}) == {"median_esd": 8.0}
     assert jobs.model_recipe(tmp_path / "models" / "default", {}) is None      # a shipped model: model.json only
     assert jobs.model_recipe(tmp_path / "other" / "model", {}) is None
+
+
+def test_a_runs_model_knows_its_training_files(trained_run, tiny_specs):
+    datasets = jobs.model_datasets(trained_run / "model")
+    assert [(d.paths, d.attrs) for d in datasets] == [(s.paths, s.attrs) for s in tiny_specs]
+    assert jobs.model_datasets(trained_run) == []                        # not RUN/model
