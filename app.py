@@ -3,9 +3,13 @@
 (Not ``pages/``: Streamlit runs a folder of that name next to the entry script as an old-style multipage app on
 a fresh server's first request, so a bookmarked /train would open without this navigation.)
 """
+from pathlib import Path
+
 import streamlit as st
 
-st.set_page_config(page_title="SliceGAN Studio", page_icon=":material/deployed_code:", layout="wide")
+# A local icon: a ":material/...:" page icon would be fetched from fonts.gstatic.com, and the app works offline.
+st.set_page_config(page_title="SliceGAN Studio", page_icon=str(Path(__file__).parent / "app_pages" / "favicon.png"),
+                   layout="wide")
 st.navigation([
     st.Page("app_pages/explore.py", title="Explore", icon=":material/view_in_ar:", default=True),
     st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),

@@ -156,6 +156,8 @@ def drag_slider(page, slider, fraction: float) -> int:
 def test_view_draws_follows_the_slider_and_exports(server, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page.add_init_script(TIMING_SCRIPT)
+    requested = []
+    page.on("request", lambda request: requested.append(request.url))
     page.goto(server["url"])
     view = page.locator("iframe#stpyvistaframe").first
     view.wait_for(timeout=120_000)
@@ -196,6 +198,8 @@ def test_view_draws_follows_the_slider_and_exports(server, browser, tmp_path):
         assert tif_name + ".json" in archive.namelist()
         volume = tifffile.imread(io.BytesIO(archive.read(tif_name)))
     assert volume.shape == (64, 64, 64) and f"alpha{timings[-1][0]:g}" in tif_name
+    offline = ("data:", "blob:", "about:", server["url"], server["url"].replace("127.0.0.1", "localhost"))
+    assert [url for url in requested if not url.startswith(offline)] == []      # the page needs no internet
     page.close()
 
 
