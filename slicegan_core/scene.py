@@ -4,8 +4,10 @@ Voxels are drawn exactly, as cubes, one mesh per phase in that phase's colour. O
 seen are built: a face between two *shown* voxels lies inside opaque material and is never visible, so each
 shown phase gets the faces where one of its voxels meets a hidden phase, a clipped-away voxel or the outside
 of the volume. This is the same picture as ``ImageData -> threshold(phase) -> extract_surface`` (tested)
-at a fraction of the geometry: with every phase shown a 64^3 volume is 6 x 64^2 quads instead of ~2 x 10^5,
-which keeps the vtk.js scene small (about 2 MB with its viewer) and quick to build (tens of milliseconds).
+at a fraction of the geometry: with every phase shown a 64^3 volume has 6 x 64^2 visible faces instead of
+~2 x 10^5, and runs of same-phase faces along a row are merged into one rectangle (a few thousand quads).
+The vtk.js scene stays small (about 1.3 MB, of which 1.05 MB is the viewer itself) and is built in tens of
+milliseconds; every phase mesh shares one points array, which the export stores once.
 
 Axes: a volume ``(D, H, W)`` is shown with x = W, y = H, z = D, as in :mod:`slicegan_core.export` (VTK
 ImageData). Coordinates are in micrometres when a voxel size is known, else in voxels.
