@@ -62,6 +62,9 @@ def main(argv=None):
     parser.add_argument("--run", default="runs/default")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE overrides (JSON values)")
+    parser.add_argument("--target", default="models/default", help="export: model directory to write")
+    parser.add_argument("--report", help="export: report.json of bench/report_default_model.py to embed")
+    parser.add_argument("--report-name", help="export: which model of the report (default: the first)")
     args = parser.parse_args(argv)
     data_dir = Path(args.out)
     if args.action == "data":
@@ -84,10 +87,33 @@ def main(argv=None):
         specs = [DatasetSpec(paths=(str(data_path(data_dir, s)),), attrs={"alpha": s}) for s in RECIPE["sigmas"]]
         train(specs, run, preset_name="cpu", model_info={"recipe": RECIPE}, **overrides)
     else:
-        target = Path("models/default")
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(Path(args.run) / "model", target)
-        print(f"exported {args.run}/model -> {target}")
+        export(Path(args.run), Path(args.target), Path(args.report) if args.report else None, args.report_name)
+
+
+def export(run_dir: Path, target: Path, report: Path | None, report_name: str | None):
+    """Rebuild the model directory from the run's last checkpoint with the current code (so the model card
+    follows the current format), add the measured fidelity summary, and replace ``target`` atomically."""
+    from slicegan_core.train import Run
+    from slicegan_core.modelfile import read_model, save_model
+
+    run = Run(run_dir, json.loads((run_dir / "config.json").read_text()))
+    run.restore()
+    staging = target.with_name(target.name + ".staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    run.export_model(staging)
+    if report is not None:
+        results = json.loads(report.read_text())
+        chosen = results[report_name] if report_name else next(iter(results.values()))
+        config, weights, info = read_model(staging)
+        info["fidelity"] = {"report": "docs/default-model.md", "verdict": chosen["verdict"],
+                            "table": chosen["fidelity"],
+                            "steering_summary": chosen["steering"]["summary"]}
+        for key in ("format_version", "package_version", "architecture", "image_type"):
+            info.pop(key, None)
+        save_model(staging, run.G, config, info)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    print(f"exported {run_dir} (step {run.step}) -> {target}")
 
 
 if __name__ == "__main__":
