@@ -196,19 +196,23 @@ class Model:
         return self._render(z, attr_tensor, start, shape, max_tile_voxels, progress, probabilities)
 
     @torch.no_grad()
-    def _forward(self, z: torch.Tensor, attrs: torch.Tensor, stats=None, collect=None) -> torch.Tensor:
+    def _forward(self, z: torch.Tensor, attrs: torch.Tensor, stats=None, collect=None,
+                 activate: bool = True) -> torch.Tensor:
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bfloat16"):
-            return self.generator(z.to(self.device), attrs.to(self.device), stats=stats, collect_stats=collect)[0]
+            return self.generator(z.to(self.device), attrs.to(self.device), stats=stats, collect_stats=collect,
+                                  activate=activate)[0]
 
     def _to_output(self, probs: torch.Tensor, probabilities: bool) -> np.ndarray:
         """(C, d, h, w) probabilities -> labels / intensities as numpy."""
         if probabilities:
             return probs.float().cpu().numpy()
         if self.image_type == "n-phase":
-            # uint8 unless a phase value needs more (16-bit label files).
+            # Works on logits too (argmax is the same). uint8 unless a phase value needs more (16-bit labels).
+            index = _argmax_channels(probs).cpu().numpy()
+            if self.phase_values == tuple(range(len(self.phase_values))):
+                return index
             dtype = np.uint8 if max(self.phase_values) <= 255 else np.int32
-            lookup = np.asarray(self.phase_values, dtype=dtype)
-            return lookup[probs.argmax(0).cpu().numpy()]
+            return np.asarray(self.phase_values, dtype=dtype)[index]
         out = probs.float().cpu().numpy()
         return out[0] if self.image_type == "grayscale" else np.moveaxis(out, 0, -1)
 
@@ -216,8 +220,9 @@ class Model:
         """Output voxels [start, start + shape) per axis of the generator run on latent z."""
         vpl = self.voxels_per_latent
         full_edges = [Generator.output_edge(e, self.config) for e in z.shape[2:]]
+        logits_suffice = self.image_type == "n-phase" and not probabilities
         if math.prod(full_edges) <= max_tile_voxels:
-            probs = self._forward(z, attrs)
+            probs = self._forward(z, attrs, activate=not logits_suffice)
             window = tuple(slice(s, s + n) for s, n in zip(start, shape))
             return self._to_output(probs[(slice(None), *window)], probabilities)
 
@@ -245,7 +250,8 @@ class Model:
                 latent_slices.append(slice(s, e))
                 crop.append(slice(g0 - s * vpl, g1 - s * vpl))
                 target.append(slice(corner[axis], corner[axis] + g1 - g0))
-            probs = self._forward(z[(slice(None), slice(None), *latent_slices)], attrs, stats=stats)
+            probs = self._forward(z[(slice(None), slice(None), *latent_slices)], attrs, stats=stats,
+                                  activate=not logits_suffice)
             tile = self._to_output(probs[(slice(None), *crop)], probabilities)
             if probabilities:
                 out[(slice(None), *target)] = tile
@@ -264,6 +270,18 @@ class Model:
         collected: list = []
         self._forward(z[(slice(None), slice(None), *slices)], attrs, collect=collected)
         return collected
+
+
+def _argmax_channels(scores: torch.Tensor) -> torch.Tensor:
+    """argmax over the channel axis of (C, D, H, W) as uint8 (D, H, W). Element-wise passes over the C
+    channels: ~10x faster on the CPU than ``argmax(0)``, whose reduction strides across whole channels."""
+    best = scores[0].clone()
+    index = torch.zeros(best.shape, dtype=torch.uint8, device=scores.device)
+    for channel in range(1, scores.shape[0]):
+        better = scores[channel] > best
+        best = torch.maximum(best, scores[channel])
+        index.masked_fill_(better, channel)
+    return index
 
 
 def load_model(path: str | Path, device: str = "auto", precision: str = "auto") -> Model:

@@ -102,11 +102,13 @@ class Generator(nn.Module):
         return config.voxels_per_latent * (latent_edge - 2)
 
     def forward(self, z: torch.Tensor, attrs: torch.Tensor,
-                stats: list | None = None, collect_stats: list | None = None) -> torch.Tensor:
+                stats: list | None = None, collect_stats: list | None = None,
+                activate: bool = True) -> torch.Tensor:
         """z (B, z_channels, L, L', L''), attrs (B, k) raw attribute values -> (B, C, D, H, W) probabilities.
 
         ``stats``: per AdaIN layer (mean, std) to use instead of per-volume statistics (tiling);
-        ``collect_stats``: a list that receives the statistics used (for the first tile of a tiled volume).
+        ``collect_stats``: a list that receives the statistics used (for the first tile of a tiled volume);
+        ``activate=False`` returns the logits (labels only need their argmax: saves a softmax at inference).
         """
         styles = self.style(normalise_attributes(attrs, self.config))
         x = z
@@ -118,6 +120,8 @@ class Generator(nn.Module):
             if collect_stats is not None:
                 collect_stats.append(layer_stats)
             x = F.relu(self.adain(x, *styles[i], stats=layer_stats))
+        if not activate:
+            return x
         if self.config.image_type == "n-phase":
             return torch.softmax(x.float(), dim=1)
         return torch.sigmoid(x.float())
