@@ -28,6 +28,7 @@ from pathlib import Path
 
 from .data import DatasetSpec
 from .storage import atomic_write_text
+from .train import pid_alive
 
 JOB_FILE = "job.json"
 LOG_FILE = "train.log"
@@ -324,12 +325,8 @@ def _process_alive(pid: int, started_by: float | None = None) -> bool:
         os.waitpid(pid, os.WNOHANG)  # reap our own finished children so they do not linger as zombies
     except ChildProcessError:
         pass
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not pid_alive(pid):
         return False
-    except PermissionError:
-        return True
     try:  # Linux: the process table tells zombies and start times
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         if fields[0] == "Z":

@@ -381,7 +381,7 @@ class _RunLock:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
             owner = self.path.read_text().strip()
-            if owner.isdigit() and _pid_alive(int(owner)) and int(owner) != os.getpid():
+            if owner.isdigit() and pid_alive(int(owner)) and int(owner) != os.getpid():
                 raise ValueError(f"Run directory {self.path.parent} is in use by process {owner}; "
                                  "stop that run first or choose another directory.") from None
             self.path.unlink(missing_ok=True)  # stale lock of a dead process
@@ -394,7 +394,8 @@ class _RunLock:
         self.path.unlink(missing_ok=True)
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True when a process with this pid exists (it may be a zombie; jobs.py also rules those out)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
