@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 
 CONDITIONINGS = ("none", "channel", "projection")
+OUTPUT_LAYERS = ("transposed", "upsample")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ class ModelConfig:
     sigma_activation: str = "softplus"        # "softplus" | "relu" (seed) keeps AdaIN's sigma_y >= 0
     critic_conditioning: str = "channel"      # "none" (seed) | "channel" | "projection"
     isotropic: bool = True                    # one critic shared by the x, y, z slices
+    # Last generator layer: "transposed" (seed: ConvTranspose3d, kernel 4, stride 2) or "upsample" (a 1x1x1
+    # conv to per-phase logits on the last feature grid, then trilinear x2 upsampling). Stride-2 transposed
+    # convs give the output a 2-voxel checkerboard that shows as speckle at phase boundaries; interpolated
+    # logits cannot make it, and the layer costs a tenth of the transposed one.
+    output_layer: str = "transposed"
 
     def __post_init__(self):
         n_layers = math.log2(self.patch_size) - 1
@@ -49,6 +55,8 @@ class ModelConfig:
                 f"(got g_widths={list(self.g_widths)}, d_widths={list(self.d_widths)}).")
         if self.critic_conditioning not in CONDITIONINGS:
             raise ValueError(f"critic_conditioning must be one of {CONDITIONINGS} (got {self.critic_conditioning!r}).")
+        if self.output_layer not in OUTPUT_LAYERS:
+            raise ValueError(f"output_layer must be one of {OUTPUT_LAYERS} (got {self.output_layer!r}).")
         if len(self.attribute_ranges) != len(self.attribute_names):
             raise ValueError("attribute_ranges needs one (low, high) pair per attribute name.")
 
@@ -82,6 +90,10 @@ class TrainConfig:
     # for each fake volume and its matching real patches (vicinal training, as in CcGAN) so the map from
     # attribute to structure is learnt as a continuous one rather than three separate modes; 0 = off.
     attr_jitter: float = 0.0
+    # Exponential moving average of the generator weights (decay per generator step); the average is what
+    # the run exports and samples. WGAN generators trained at a high learning rate oscillate around a good
+    # solution, and the oscillation shows as speckle; the average sits in the middle. 0 = off.
+    ema_decay: float = 0.0
     checkpoint_every: int = 200               # generator steps
     log_every: int = 10
     seed: int = 0
@@ -99,7 +111,7 @@ PRESETS: dict[str, tuple[dict, dict]] = {
     "cpu": (dict(patch_size=64, z_channels=16, g_widths=(128, 64, 32, 16), d_widths=(16, 32, 64, 128),
                  code_normalisation="range", sigma_activation="softplus", critic_conditioning="channel"),
             dict(batch_size=4, critic_steps=3, lr_g=5e-4, lr_d=5e-4, slices_per_axis=4, steps=3000,
-                 checkpoint_every=100, bf16=False)),
+                 checkpoint_every=100, bf16=False, ema_decay=0.999)),
     # For tests and smoke runs: 32^3 volumes, tiny widths; trains a step in well under a second.
     "tiny": (dict(patch_size=32, z_channels=8, g_widths=(32, 16, 8), d_widths=(8, 16, 32),
                   mlp_width=32, code_dim=32, critic_conditioning="channel"),

@@ -81,7 +81,8 @@ class StyleMLP(nn.Module):
 
 class Generator(nn.Module):
     """SliceGAN generator: ConvTranspose3d stack (kernel 4, stride 2, padding 2,...,2,3), AdaIN after every
-    transposed conv but the last; softmax output for n-phase, sigmoid otherwise.
+    transposed conv but the last; softmax output for n-phase, sigmoid otherwise. With ``output_layer =
+    "upsample"`` the last layer is a 1x1x1 conv followed by trilinear x2 upsampling of the logits.
 
     A latent z of edge L gives a volume of edge ``voxels_per_latent * (L - 2)`` (4 -> 64 for the 64 preset).
     """
@@ -93,7 +94,12 @@ class Generator(nn.Module):
         paddings = [2] * (config.n_layers - 1) + [3]
         self.convs = nn.ModuleList(
             nn.ConvTranspose3d(c_in, c_out, kernel_size=4, stride=2, padding=pad, bias=False)
-            for c_in, c_out, pad in zip(widths[:-1], widths[1:], paddings))
+            for c_in, c_out, pad in zip(widths[:-2], widths[1:-1], paddings[:-1]))
+        if config.output_layer == "upsample":
+            self.convs.append(nn.Conv3d(widths[-2], widths[-1], kernel_size=1, bias=False))
+        else:
+            self.convs.append(nn.ConvTranspose3d(widths[-2], widths[-1], kernel_size=4, stride=2,
+                                                 padding=paddings[-1], bias=False))
         self.adain = AdaIN()
         self.style = StyleMLP(config, list(config.g_widths))
 
@@ -115,6 +121,8 @@ class Generator(nn.Module):
         for i, conv in enumerate(self.convs):
             x = conv(x)
             if i == len(self.convs) - 1:
+                if self.config.output_layer == "upsample":
+                    x = _upsample_logits(x)
                 break
             layer_stats = stats[i] if stats is not None else self.adain.statistics(x)
             if collect_stats is not None:
@@ -125,6 +133,17 @@ class Generator(nn.Module):
         if self.config.image_type == "n-phase":
             return torch.softmax(x.float(), dim=1)
         return torch.sigmoid(x.float())
+
+
+def _upsample_logits(logits: torch.Tensor) -> torch.Tensor:
+    """(B, C, n, n', n'') logits -> (B, C, 2n-4, ...): trilinear x2, then 2 voxels cut from every face.
+
+    The cut removes exactly the voxels whose interpolation would reach past the grid (edge-clamped), so the
+    output edge stays ``voxels_per_latent * (L - 2)`` and a voxel depends only on grid cells a tile also has:
+    tiled generation stays exact.
+    """
+    up = F.interpolate(logits.float(), scale_factor=2, mode="trilinear", align_corners=False).to(logits.dtype)
+    return up[:, :, 2:-2, 2:-2, 2:-2]
 
 
 class Critic(nn.Module):

@@ -10,6 +10,7 @@ A run directory holds:
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -71,6 +72,7 @@ def _train_loop(run: "Run") -> str:
                 loss_g = loss_g - critic(fake_slices, slice_attrs).mean()
         loss_g.backward()
         run.opt_g.step()
+        run.update_average()
         run.step += 1
         # Log and checkpoint.
         if run.step % cfg.log_every == 0 or run.step == cfg.steps:
@@ -113,6 +115,8 @@ class Run:
             torch.set_num_threads(self.train_config.threads)
         torch.manual_seed(self.train_config.seed)  # weight initialisation only; batches use the generators below
         self.G = Generator(self.model_config).to(self.device)
+        # The exported generator: an exponential moving average of G's weights, or G itself when off.
+        self.G_average = copy.deepcopy(self.G).requires_grad_(False) if self.train_config.ema_decay else self.G
         self.critics = build_critics(self.model_config).to(self.device)
         tc = self.train_config
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=tc.lr_g, betas=(tc.beta1, tc.beta2))
@@ -142,6 +146,15 @@ class Run:
             fake = self.G(z, attrs)
         return dataset_index, attrs, fake
 
+    @torch.no_grad()
+    def update_average(self):
+        """Move the averaged generator towards G; the decay ramps up from 0 so early steps are not frozen in."""
+        if self.G_average is self.G:
+            return
+        decay = min(self.train_config.ema_decay, (1 + self.step) / (10 + self.step))
+        for averaged, current in zip(self.G_average.parameters(), self.G.parameters()):
+            averaged.lerp_(current, 1 - decay)
+
     def slices(self, fake, attrs, dataset_index, axis):
         """Cut ``slices_per_axis`` random 2D slices perpendicular to ``axis`` from each fake volume ->
         (B*S, C, P, P), attrs (B*S, k) and dataset index (B*S,), volume-major."""
@@ -168,6 +181,8 @@ class Run:
         """Write checkpoint.safetensors, model/ and sample images (each atomically), then status.json."""
         tensors = {f"G.{k}": v for k, v in self.G.state_dict().items()}
         tensors.update({f"D.{k}": v for k, v in self.critics.state_dict().items()})
+        if self.G_average is not self.G:
+            tensors.update({f"G_average.{k}": v for k, v in self.G_average.state_dict().items()})
         opt_g_tensors, opt_g_meta = optimizer_to_flat("opt_g", self.opt_g)
         opt_d_tensors, opt_d_meta = optimizer_to_flat("opt_d", self.opt_d)
         tensors.update(opt_g_tensors)
@@ -185,6 +200,10 @@ class Run:
         tensors, meta = load_tensors(self.dir / "checkpoint.safetensors")
         self.G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
         self.critics.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")})
+        if self.G_average is not self.G:
+            # A run that switched the average on at resume starts it from the current weights.
+            averaged = {k[len("G_average."):]: v for k, v in tensors.items() if k.startswith("G_average.")}
+            self.G_average.load_state_dict(averaged or self.G.state_dict())
         optimizer_from_flat("opt_g", self.opt_g, tensors, meta["opt_g"])
         optimizer_from_flat("opt_d", self.opt_d, tensors, meta["opt_d"])
         self.torch_rng.set_state(tensors["rng.torch"])
@@ -209,12 +228,11 @@ class Run:
                              "options": self.config.get("options", {})},
                 "metrics": {k: last[k] for k in ("wasserstein", "gradient_penalty") if k in last}}
         info.update(self.config.get("model_info", {}))
-        save_model(directory, self.G, mc, info)
+        save_model(directory, self.G_average, mc, info)
 
     @torch.no_grad()
     def write_samples(self):
         """x, y, z centre slices of one volume per trained attribute value, side by side, as PNG."""
-        self.G.eval()
         z = torch.randn((1, self.model_config.z_channels, 4, 4, 4),
                         generator=torch.Generator().manual_seed(SAMPLE_SEED)).to(self.device)
         seen = set()
@@ -223,13 +241,12 @@ class Run:
             if key in seen:
                 continue
             seen.add(key)
-            volume = self.G(z, torch.tensor(row[None], device=self.device))[0].float().cpu()
+            volume = self.G_average(z, torch.tensor(row[None], device=self.device))[0].float().cpu()
             image = _slices_to_rgb(volume, self.model_config.image_type)
             label = "_".join(f"{n}={v:g}" for n, v in zip(self.model_config.attribute_names, key)) or "sample"
             buffer = _png_bytes(image)
             atomic_write_bytes(self.dir / "samples" / f"step_{self.step:06d}_{label}.png", buffer)
             atomic_write_bytes(self.dir / "samples" / f"latest_{label}.png", buffer)
-        self.G.train()
 
     def set_status(self, state: str, error: str | None = None):
         status = {"state": state, "pid": os.getpid(), "step": self.step, "steps": self.train_config.steps,

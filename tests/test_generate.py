@@ -126,9 +126,13 @@ def capture_frozen_stats(model, monkeypatch) -> dict:
     return captured
 
 
+@pytest.mark.parametrize("output_layer", ["transposed", "upsample"])
 @pytest.mark.parametrize("shape, periodic", [((70, 50, 40), False), ((64, 48, 32), True)])
-def test_tiled_volume_equals_a_single_pass_with_the_frozen_statistics_exactly(tiny_model, monkeypatch,
-                                                                              shape, periodic):
+def test_tiled_volume_equals_a_single_pass_with_the_frozen_statistics_exactly(tiny_model, make_random_model,
+                                                                              monkeypatch, shape, periodic,
+                                                                              output_layer):
+    if output_layer == "upsample":
+        tiny_model = make_random_model("tiny", output_layer=output_layer)
     captured = capture_frozen_stats(tiny_model, monkeypatch)
     tiled = tiny_model.generate(ALPHA, seed=3, shape=shape, periodic=periodic, max_tile_voxels=60_000,
                                 probabilities=True)
@@ -178,18 +182,20 @@ def test_no_seams_at_tile_borders(smooth_model, monkeypatch, jumps):
         assert plane_fraction[border_planes].max() <= plane_fraction.max()
 
 
-def test_generator_reach_is_three_latent_cells(tiny_model):
+@pytest.mark.parametrize("output_layer", ["transposed", "upsample"])
+def test_generator_reach_is_three_latent_cells(tiny_model, make_random_model, output_layer):
     """Perturbing latent cell j changes only voxels in [vpl*(j-2), vpl*(j+1)), which is why HALO=0 is exact."""
     assert HALO == 0
-    vpl = tiny_model.voxels_per_latent
-    z = torch.randn((1, tiny_model.config.z_channels, 8, 4, 4), generator=torch.Generator().manual_seed(0))
+    model = tiny_model if output_layer == "transposed" else make_random_model("tiny", output_layer=output_layer)
+    vpl = model.voxels_per_latent
+    z = torch.randn((1, model.config.z_channels, 8, 4, 4), generator=torch.Generator().manual_seed(0))
     stats = []
-    base = tiny_model._forward(z, A, collect=stats)
+    base = model._forward(z, A, collect=stats)
     assert base.shape[1] == vpl * 6
     for j in range(8):
         perturbed = z.clone()
         perturbed[:, :, j] += 1.0
-        changed = ((tiny_model._forward(perturbed, A, stats=stats) - base).abs().amax(dim=(0, 2, 3)) > 0)
+        changed = ((model._forward(perturbed, A, stats=stats) - base).abs().amax(dim=(0, 2, 3)) > 0)
         planes = torch.nonzero(changed).flatten()
         low, high = max(0, vpl * (j - 2)), min(base.shape[1], vpl * (j + 1))
         assert planes.min() >= low and planes.max() < high, (j, planes.min(), planes.max())

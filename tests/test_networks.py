@@ -72,6 +72,37 @@ def test_generator_turns_a_4_cubed_latent_into_a_patch(name):
     assert torch.allclose(out.sum(dim=1), torch.ones(()), atol=1e-5) and (out >= 0).all()
 
 
+@pytest.mark.parametrize("output_layer", ["transposed", "upsample"])
+def test_both_output_layers_make_a_patch_of_probabilities(output_layer):
+    config = config_of("cpu", output_layer=output_layer)
+    generator = build(Generator, config)
+    z = torch.randn((1, config.z_channels, 5, 4, 6), generator=seeded())
+    with torch.no_grad():
+        out = generator(z, torch.tensor([[0.3]]))
+    assert out.shape == (1, config.n_channels, 96, 64, 128)
+    assert torch.allclose(out.sum(dim=1), torch.ones(()), atol=1e-5)
+
+
+def test_upsampled_output_has_no_two_voxel_checkerboard():
+    """The speckle the upsample layer exists to remove: the transposed conv's output alternates between even
+    and odd voxels; trilinear logits vary smoothly, so neighbouring voxels differ far less."""
+    roughness = {}
+    for output_layer in ("transposed", "upsample"):
+        config = config_of("cpu", output_layer=output_layer)
+        generator = build(Generator, config)
+        z = torch.randn((1, config.z_channels, 4, 4, 4), generator=seeded())
+        with torch.no_grad():
+            logits = generator(z, torch.tensor([[0.3]]), activate=False)[0, 0]
+        second_difference = (logits[2:] - 2 * logits[1:-1] + logits[:-2]).abs().mean()
+        roughness[output_layer] = float(second_difference / logits.std())
+    assert roughness["upsample"] < 0.5 * roughness["transposed"], roughness
+
+
+def test_unknown_output_layer_is_refused():
+    with pytest.raises(ValueError, match="output_layer must be one of"):
+        config_of("tiny", output_layer="pixelshuffle")
+
+
 def test_output_edge_formula_holds_for_non_cubic_latents():
     config = config_of()
     generator = build(Generator, config)

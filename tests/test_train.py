@@ -114,6 +114,34 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(tiny_specs, tmp_path):
     assert event_steps(tmp_path / "split") == list(range(1, 7))
 
 
+def test_exported_model_is_the_weight_average_and_resume_keeps_it_exact(tiny_specs, tmp_path):
+    train(tiny_specs, tmp_path / "straight", preset_name="tiny", steps=6, ema_decay=0.5)
+    train(tiny_specs, tmp_path / "split", preset_name="tiny", steps=3, ema_decay=0.5)
+    resume(tmp_path / "split", steps=6)
+    straight, _ = load_tensors(tmp_path / "straight" / "checkpoint.safetensors")
+    split, _ = load_tensors(tmp_path / "split" / "checkpoint.safetensors")
+    assert [name for name in straight if not torch.equal(straight[name], split[name])] == []
+    averaged = {k[len("G_average."):]: v for k, v in straight.items() if k.startswith("G_average.")}
+    current = {k[2:]: v for k, v in straight.items() if k.startswith("G.")}
+    assert averaged.keys() == current.keys()
+    assert any(not torch.equal(averaged[k], current[k]) for k in current)       # the average lags G
+    exported = load_model(tmp_path / "straight" / "model", device="cpu", precision="float32")
+    assert all(torch.equal(exported.generator.state_dict()[k], averaged[k]) for k in averaged)
+
+
+def test_switching_the_average_on_at_resume_starts_it_from_the_current_weights(tiny_specs, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_specs, run_dir, preset_name="tiny", steps=3)
+    assert not any(k.startswith("G_average.") for k in load_tensors(run_dir / "checkpoint.safetensors")[0])
+    config = json.loads((run_dir / "config.json").read_text())
+    config["train"]["ema_decay"] = 0.999
+    (run_dir / "config.json").write_text(json.dumps(config))
+    run = train_module.Run(run_dir, config)
+    run.restore()
+    assert all(torch.equal(a, b) for a, b in zip(run.G_average.parameters(), run.G.parameters()))
+    assert run.G_average is not run.G
+
+
 def test_sigterm_checkpoints_and_stops_then_resume_continues(training_volumes, tmp_path):
     run_dir = tmp_path / "run"
     process = start_cli_training(training_volumes, run_dir, "checkpoint_every=100000")
