@@ -2,7 +2,8 @@
 
     python bench/watch_run.py runs/default [--size 96] [--seeds 2]
 
-Prints, per alpha, phase fractions and mean / std of ln(chord length) pooled over phases, generated vs truth.
+Prints, per alpha, phase fractions, mean / std of ln(chord length) pooled over phases, and speckle (phase
+islands under 20 voxels, face-connected, per million voxels), generated vs truth.
 Cheap (label-only metrics); the full report is bench/default_model.py + slicegan_core.evaluate.
 """
 from __future__ import annotations
@@ -15,17 +16,27 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from slicegan_core import load_model  # noqa: E402
 from slicegan_core.metrics.chords import chord_lengths  # noqa: E402
 
 
-def summary(volume: np.ndarray) -> tuple[np.ndarray, float, float]:
+def islands_per_million(volume: np.ndarray, below: int = 20) -> float:
+    """Face-connected single-phase components smaller than ``below`` voxels, per 10^6 voxels: speckle."""
+    count = 0
+    for phase in (0, 1, 2):
+        labels, _ = ndimage.label(volume == phase)
+        count += int((np.bincount(labels.ravel())[1:] < below).sum())
+    return 1e6 * count / volume.size
+
+
+def summary(volume: np.ndarray) -> tuple[np.ndarray, float, float, float]:
     fractions = np.bincount(volume.ravel(), minlength=256)[[0, 1, 2]] / volume.size
     chords = chord_lengths(volume, phases=[0, 1, 2])
     pooled = np.log(np.concatenate([c.pooled for c in chords.values()]))
-    return fractions, float(pooled.mean()), float(pooled.std())
+    return fractions, float(pooled.mean()), float(pooled.std()), islands_per_million(volume)
 
 
 def main():
@@ -48,18 +59,27 @@ def main():
                 stats.append(summary(model.generate({"alpha": alpha}, seed=seed, shape=(args.size,) * 3)))
         fractions = np.mean([s[0] for s in stats], axis=0)
         mean_ln, std_ln = np.mean([s[1] for s in stats]), np.mean([s[2] for s in stats])
+        islands = np.mean([s[3] for s in stats])
         truth_path = Path(args.data) / f"synthetic_sigma{alpha:g}.npy"
-        truth = summary(np.load(truth_path)[: args.size * 2, : args.size * 2, : args.size * 2]) if truth_path.exists() else None
+        truth = None
+        if truth_path.exists():
+            truth_volume = np.load(truth_path)
+            # islands counted on a crop of the generated size: cut faces make islands too
+            truth = (*summary(truth_volume[: args.size * 2, : args.size * 2, : args.size * 2])[:3],
+                     islands_per_million(truth_volume[: args.size, : args.size, : args.size]))
         rows.append(dict(alpha=alpha, vf=[round(float(f), 3) for f in fractions], mean_ln_chord=round(mean_ln, 3),
-                         std_ln_chord=round(std_ln, 3),
+                         std_ln_chord=round(std_ln, 3), islands_per_million=round(float(islands)),
+                         truth_islands_per_million=round(truth[3]) if truth else None,
                          truth_vf=[round(float(f), 3) for f in truth[0]] if truth else None,
                          truth_mean_ln_chord=round(truth[1], 3) if truth else None,
                          truth_std_ln_chord=round(truth[2], 3) if truth else None))
     print(f"step {step}")
-    print(f"{'alpha':>6} {'vf (gen)':>20} {'vf (truth)':>20} {'mean ln c':>9} {'truth':>6} {'std ln c':>8} {'truth':>6}")
+    print(f"{'alpha':>6} {'vf (gen)':>20} {'vf (truth)':>20} {'mean ln c':>9} {'truth':>6} {'std ln c':>8} "
+          f"{'truth':>6} {'islands/M':>9} {'truth':>6}")
     for r in rows:
         print(f"{r['alpha']:>6} {str(r['vf']):>20} {str(r['truth_vf']):>20} {r['mean_ln_chord']:>9} "
-              f"{str(r['truth_mean_ln_chord']):>6} {r['std_ln_chord']:>8} {str(r['truth_std_ln_chord']):>6}")
+              f"{str(r['truth_mean_ln_chord']):>6} {r['std_ln_chord']:>8} {str(r['truth_std_ln_chord']):>6} "
+              f"{r['islands_per_million']:>9} {str(r['truth_islands_per_million']):>6}")
     with open(Path(args.run) / "watch.jsonl", "a") as f:
         f.write(json.dumps({"step": step, "rows": rows}) + "\n")
 
