@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("resume", help="continue a run from its last checkpoint")
     p.add_argument("run_dir")
     p.add_argument("--steps", type=int, help="new total number of generator steps")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="change a training setting from here on, e.g. --set threads=2 --set attr_jitter=0.3")
 
     p = sub.add_parser("generate", help="generate a volume from a model")
     p.add_argument("--model", default="models/default", help="model directory (default models/default)")
@@ -160,12 +162,7 @@ def cmd_train(args) -> int:
         raise ValueError(f"Give one --attr per --data (got {len(args.data)} --data and {len(args.attr)} --attr).")
     attrs = [_attrs(a) for a in args.attr] if args.attr else [{} for _ in args.data]
     specs = [DatasetSpec(paths=tuple(p for p in d.split(",") if p), attrs=a) for d, a in zip(args.data, attrs)]
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--set needs FIELD=VALUE (got {item!r}).")
-        overrides[key.strip()] = _value(value.strip())
+    overrides = _settings(args.set)
     overrides.update(steps=args.steps, device=args.device, bf16=args.bf16 or None)
     run_dir = train(specs, args.run_dir, preset_name=args.preset, image_type=args.image_type,
                     voxel_size_um=args.voxel_size, **overrides)
@@ -173,10 +170,20 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _settings(items: list[str]) -> dict:
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set needs FIELD=VALUE (got {item!r}).")
+        settings[key.strip()] = _value(value.strip())
+    return settings
+
+
 def cmd_resume(args) -> int:
     from .train import resume
 
-    run_dir = resume(args.run_dir, steps=args.steps)
+    run_dir = resume(args.run_dir, steps=args.steps, **_settings(args.set))
     print(f"run finished or stopped: {run_dir}")
     return 0
 

@@ -11,6 +11,7 @@ A run directory holds:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import signal
@@ -206,6 +207,9 @@ class Run:
             self.G_average.load_state_dict(averaged or self.G.state_dict())
         optimizer_from_flat("opt_g", self.opt_g, tensors, meta["opt_g"])
         optimizer_from_flat("opt_d", self.opt_d, tensors, meta["opt_d"])
+        for optimizer, lr in ((self.opt_g, self.train_config.lr_g), (self.opt_d, self.train_config.lr_d)):
+            for group in optimizer.param_groups:   # the configured rate, which a resume may have changed
+                group["lr"] = lr
         self.torch_rng.set_state(tensors["rng.torch"])
         self.rng.bit_generator.state = meta["rng_numpy"]
         self.step, self.elapsed_before = meta["step"], meta["elapsed_s"]
@@ -345,21 +349,38 @@ def train(datasets, run_dir, preset_name: str = "cpu", image_type: str = "n-phas
         return _execute(Run(run_dir, config))
 
 
-def resume(run_dir, steps: int | None = None) -> Path:
-    """Continue a run from its last checkpoint (optionally raising its total ``steps``)."""
+def resume(run_dir, steps: int | None = None, **changes) -> Path:
+    """Continue a run from its last checkpoint, optionally raising its total ``steps`` or changing training
+    settings (``changes``: :class:`TrainConfig` fields, e.g. ``threads=2, attr_jitter=0.3, lr_g=2e-4``; the
+    architecture is fixed by the checkpoint). Changes are recorded in config.json and in ``history``."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise ValueError(f"{run_dir} is not a training run (no config.json); start one with train.")
     config = json.loads((run_dir / "config.json").read_text())
+    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    for key in changes:
+        if key not in train_names:
+            raise ValueError(f"resume can change training settings only; {key!r} is not one "
+                             f"(the architecture is fixed by the checkpoint).")
     if steps is not None:
-        config["train"]["steps"] = int(steps)
+        changes["steps"] = int(steps)
+    changes = {k: v for k, v in changes.items() if v is not None and config["train"].get(k) != v}
+    if changes:
+        from_dict(TrainConfig, {**config["train"], **changes})   # validate before anything is written
+        config["train"].update(changes)
+        config.setdefault("history", []).append({"at_step": _checkpoint_step(run_dir), "changed": changes})
     with _RunLock(run_dir):
-        if steps is not None:
+        if changes:
             atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
         run = Run(run_dir, config)
         if (run_dir / "checkpoint.safetensors").is_file():
             run.restore()
         return _execute(run)
+
+
+def _checkpoint_step(run_dir: Path) -> int:
+    path = run_dir / "checkpoint.safetensors"
+    return int(load_tensors(path)[1]["step"]) if path.is_file() else 0
 
 
 def _execute(run: Run) -> Path:

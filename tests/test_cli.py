@@ -98,10 +98,13 @@ def test_train_then_resume(training_volumes, tmp_path, capsys):
     config = json.loads((run_dir / "config.json").read_text())
     assert config["train"]["lr_g"] == 2e-4 and config["model"]["g_widths"] == [16, 8, 8]
     assert config["data"]["voxel_size_um"] == 0.7
-    assert run_cli(["resume", run_dir, "--steps", 3]) == 0
+    assert run_cli(["resume", run_dir, "--steps", 3, "--set", "attr_jitter=0.3"]) == 0
     assert json.loads((run_dir / "status.json").read_text()) | {"updated": 0, "pid": 0} == \
         {"state": "finished", "step": 3, "steps": 3, "updated": 0, "pid": 0}
     assert load_model(run_dir / "model", device="cpu").info["training"]["steps"] == 3
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["attr_jitter"] == 0.3
+    assert config["history"] == [{"at_step": 2, "changed": {"attr_jitter": 0.3, "steps": 3}}]
 
 
 @pytest.mark.parametrize("argv", [
@@ -119,6 +122,7 @@ def test_train_then_resume(training_volumes, tmp_path, capsys):
     ["generate", "--model", "{model}"],
     ["info", "{tmp}/no_such_model"],
     ["resume", "{tmp}"],
+    ["resume", "{run}", "--set", "g_widths=8,8,8"],
     ["train", "--data", "{tmp}/missing.npy", "--run-dir", "{tmp}/run"],
     ["train", "--data", "{data}", "--attr", "alpha=0.2", "--attr", "alpha=0.3", "--run-dir", "{tmp}/run"],
     ["train", "--data", "{data}", "--preset", "tiny", "--set", "lerning_rate=1", "--run-dir", "{tmp}/run"],
@@ -126,7 +130,7 @@ def test_train_then_resume(training_volumes, tmp_path, capsys):
     ["frobnicate"],
 ])
 def test_bad_input_is_one_error_line_with_status_2(argv, trained_run, training_volumes, tmp_path, capsys):
-    values = {"tmp": tmp_path, "model": trained_run / "model", "data": training_volumes[0][0]}
+    values = {"tmp": tmp_path, "model": trained_run / "model", "data": training_volumes[0][0], "run": trained_run}
     assert run_cli([a.format(**values) for a in argv]) == 2
     captured = capsys.readouterr()
     assert_one_error_line(captured.err)

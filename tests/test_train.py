@@ -231,6 +231,21 @@ def test_training_into_a_used_directory_is_refused(trained_run, tiny_specs, tmp_
     assert event_steps(run_dir) == list(range(1, TRAINED_STEPS + 1))
 
 
+def test_resume_can_change_training_settings_but_not_the_architecture(tiny_specs, tmp_path):
+    run_dir = tmp_path / "run"
+    train(tiny_specs, run_dir, preset_name="tiny", steps=2)
+    before = (run_dir / "config.json").read_text()
+    with pytest.raises(ValueError, match="'g_widths' is not one"):
+        resume(run_dir, steps=3, g_widths=(8, 8, 8))
+    assert (run_dir / "config.json").read_text() == before            # a refused change writes nothing
+    resume(run_dir, steps=3, lr_g=1e-4, lr_d=2e-4)
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["history"] == [{"at_step": 2, "changed": {"lr_g": 1e-4, "lr_d": 2e-4, "steps": 3}}]
+    run = train_module.Run(run_dir, config)
+    run.restore()
+    assert [g["lr"] for g in run.opt_g.param_groups] == [1e-4] and [g["lr"] for g in run.opt_d.param_groups] == [2e-4]
+
+
 def test_resume_needs_a_run_directory(tmp_path):
     with pytest.raises(ValueError, match="is not a training run \\(no config.json\\)"):
         resume(tmp_path)
