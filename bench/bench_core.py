@@ -55,11 +55,13 @@ def make_data(folder: Path) -> list[dict]:
     return datasets
 
 
-def block_time(preset_name: str, bf16: bool, datasets: list[dict], folder: Path, threads: int) -> float:
+def block_time(preset_name: str, bf16: bool, datasets: list[dict], folder: Path, threads: int,
+               settings: dict | None = None) -> float:
     """Seconds for one training block (critic_steps critic updates + 1 generator update) after a warm-up."""
     train_module = importlib.import_module("slicegan_core.train")   # the package exports a train() too
     model_fields, train_fields = preset(preset_name, bf16=bf16, device="cpu", threads=threads,
-                                        steps=1, checkpoint_every=10 ** 9, log_every=10 ** 9)
+                                        steps=1, checkpoint_every=10 ** 9, log_every=10 ** 9,
+                                        **(settings or {}))
     model_config = ModelConfig(**{**model_fields, "attribute_ranges": ((min(ALPHAS), max(ALPHAS)),)})
     config = {"package_version": __version__, "preset": preset_name, "model": to_dict(model_config),
               "train": to_dict(TrainConfig(**train_fields)),
@@ -77,9 +79,9 @@ def block_time(preset_name: str, bf16: bool, datasets: list[dict], folder: Path,
     return time.perf_counter() - start
 
 
-def bench_training(presets: list[str], threads: int):
+def bench_training(presets: list[str], threads: int, settings: dict | None = None):
     print(f"\n1. Training block = critic_steps critic updates + 1 generator update (CPU, {torch.get_num_threads()} "
-          f"threads, fast bf16 on this CPU: {cpu_has_fast_bf16()})")
+          f"threads, fast bf16 on this CPU: {cpu_has_fast_bf16()}){f', settings {settings}' if settings else ''}")
     header = (f"{'preset':<8}{'batch':>6}{'critic':>7}{'slices/axis':>12}{'bf16':>6}{'block_s':>10}"
               f"{'h/1000 steps':>14}")
     print(header)
@@ -90,7 +92,7 @@ def bench_training(presets: list[str], threads: int):
             _, fields = preset(name)
             slices = fields["slices_per_axis"] or preset(name)[0]["patch_size"]
             for bf16 in (False, True):
-                seconds = block_time(name, bf16, datasets, Path(tmp), threads)
+                seconds = block_time(name, bf16, datasets, Path(tmp), threads, settings)
                 print(f"{name:<8}{fields['batch_size']:>6}{fields['critic_steps']:>7}{slices:>12}"
                       f"{'on' if bf16 else 'off':>6}{seconds:>10.2f}{seconds * 1000 / 3600:>14.2f}", flush=True)
 
@@ -157,6 +159,8 @@ def main():
     parser.add_argument("--skip-train", action="store_true", help="generation table only")
     parser.add_argument("--model", help="also time this trained model directory")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
+                        help='training-block variant, e.g. --set output_layer=\'"upsample"\' --set ema_decay=0')
     parser.add_argument("--child-generate", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--precision", default="float32", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -167,7 +171,8 @@ def main():
         return
     print(f"slicegan_core {__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs")
     if not args.skip_train:
-        bench_training(["cpu"] if (args.skip_paper or args.quick) else ["paper", "cpu"], args.threads)
+        settings = {key: json.loads(value) for key, _, value in (item.partition("=") for item in args.set)}
+        bench_training(["cpu"] if (args.skip_paper or args.quick) else ["paper", "cpu"], args.threads, settings)
     sizes = [64, 128] if args.quick else [64, 128, 256, 512]
     bench_generation(sizes, [None] + ([args.model] if args.model else []), args.threads)
     print("\nTargets: 128^3 <= 0.3 s, 256^3 <= 2 s, 512^3 peak RSS <= 3 GB.")

@@ -73,15 +73,16 @@ def main(argv=None):
         from slicegan_core.train import resume, train
         make_data(data_dir)
         run = Path(args.run)
-        if (run / "config.json").exists():
-            resume(run, steps=args.steps)
-            return
-        overrides = dict(TRAIN_OVERRIDES)
+        settings = {}
         for item in args.set:
             key, _, value = item.partition("=")
-            overrides[key] = json.loads(value) if not isinstance(value, (list, tuple)) else value
-            if isinstance(overrides[key], list):
-                overrides[key] = tuple(overrides[key])
+            settings[key] = json.loads(value)
+            if isinstance(settings[key], list):
+                settings[key] = tuple(settings[key])
+        if (run / "config.json").exists():
+            resume(run, steps=args.steps, **settings)   # settings: training changes from the checkpoint on
+            return
+        overrides = {**TRAIN_OVERRIDES, **settings}
         if args.steps:
             overrides["steps"] = args.steps
         specs = [DatasetSpec(paths=(str(data_path(data_dir, s)),), attrs={"alpha": s}) for s in RECIPE["sigmas"]]
