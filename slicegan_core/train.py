@@ -229,7 +229,8 @@ class Run:
                 "training_data": data.describe(),
                 "training": {"steps": self.step, "wall_time_s": round(self.elapsed(), 1),
                              "run": self.dir.name, "config": self.config["train"],
-                             "options": self.config.get("options", {})},
+                             "options": self.config.get("options", {}),
+                             "history": self.config.get("history", [])},
                 "metrics": {k: last[k] for k in ("wasserstein", "gradient_penalty") if k in last}}
         info.update(self.config.get("model_info", {}))
         save_model(directory, self.G_average, mc, info)
