@@ -163,7 +163,7 @@ def markdown(name: str, rows: list[dict], verdict: dict, report: dict) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", action="append", required=True, help="NAME=DIR")
+    parser.add_argument("--model", action="append", default=[], help="NAME=DIR")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--steer-seeds", type=int, default=4)
@@ -175,6 +175,8 @@ def main():
                         help="add a model already measured in an earlier report.json (not re-measured) to the "
                              "plot and the output")
     args = parser.parse_args()
+    if not args.model and not args.previous:
+        parser.error("give at least one --model NAME=DIR or --previous NAME=REPORT_JSON")
     if args.threads:
         torch.set_num_threads(args.threads)
     out = Path(args.out)
