@@ -84,8 +84,8 @@ def test_both_output_layers_make_a_patch_of_probabilities(output_layer):
 
 
 def test_upsampled_output_has_no_two_voxel_checkerboard():
-    """The speckle the upsample layer exists to remove: the transposed conv's output alternates between even
-    and odd voxels; trilinear logits vary smoothly, so neighbouring voxels differ far less."""
+    """At random init the transposed conv's logits alternate between even and odd voxels; trilinear logits
+    vary smoothly, so the second difference along an axis is far smaller."""
     roughness = {}
     for output_layer in ("transposed", "upsample"):
         config = config_of("cpu", output_layer=output_layer)
