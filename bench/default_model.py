@@ -80,7 +80,7 @@ def main(argv=None):
     if args.action == "data":
         make_data(data_dir)
     elif args.action == "train":
-        from slicegan_core.train import resume, train
+        from slicegan_core.train import checkpoint_step, resume, train
         make_data(data_dir)
         run = Path(args.run)
         settings = {}
@@ -99,19 +99,13 @@ def main(argv=None):
                          for s in RECIPE["sigmas"]]
                 train(specs, run, preset_name="cpu", model_info={"recipe": RECIPE},
                       **{**TRAIN_OVERRIDES, **changes, "steps": end})
-            elif _step(run) < end:
+            elif checkpoint_step(run) < end:
                 resume(run, steps=end, **changes)   # changes: training settings from the checkpoint on
             if json.loads((run / "status.json").read_text())["state"] != "finished":
                 return                             # stopped (SIGTERM): run the same command again to go on
     else:
         export(Path(args.run), Path(args.target), Path(args.report) if args.report else None, args.report_name,
                Path(args.snapshot) if args.snapshot else None)
-
-
-def _step(run: Path) -> int:
-    from slicegan_core.storage import load_tensors
-    checkpoint = run / "checkpoint.safetensors"
-    return int(load_tensors(checkpoint)[1]["step"]) if checkpoint.exists() else 0
 
 
 def export(run_dir: Path, target: Path, report: Path | None, report_name: str | None,

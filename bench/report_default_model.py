@@ -98,8 +98,7 @@ def in_range_spearman(report: dict) -> dict[str, list[float]]:
     for measure in ("ln_esd_sigma", "ln_chord_sigma"):
         out[measure] = []
         for phase in sorted(report["phases"]):
-            median = np.array([np.nan if v is None else v
-                               for v in report["phases"][phase][measure]["generated"]["median"]], dtype=float)
+            median = _floats([report["phases"][phase][measure]["generated"]["median"]])[0]
             out[measure].append(round(float(spearmanr(values[inside], median[inside]).statistic), 3))
     return out
 

@@ -32,11 +32,14 @@ def islands_per_million(volume: np.ndarray, below: int = 20) -> float:
     return 1e6 * count / volume.size
 
 
-def summary(volume: np.ndarray) -> tuple[np.ndarray, float, float, float]:
+def summary(volume: np.ndarray, islands_volume: np.ndarray | None = None) -> tuple[np.ndarray, float, float, float]:
+    """Fractions, mean / std of ln chord of ``volume``; islands per million of ``islands_volume`` (default:
+    the same volume; the truth passes a crop of the generated size, since cut faces make islands too)."""
     fractions = np.bincount(volume.ravel(), minlength=256)[[0, 1, 2]] / volume.size
     chords = chord_lengths(volume, phases=[0, 1, 2])
     pooled = np.log(np.concatenate([c.pooled for c in chords.values()]))
-    return fractions, float(pooled.mean()), float(pooled.std()), islands_per_million(volume)
+    islands = islands_per_million(volume if islands_volume is None else islands_volume)
+    return fractions, float(pooled.mean()), float(pooled.std()), islands
 
 
 def main():
@@ -64,9 +67,8 @@ def main():
         truth = None
         if truth_path.exists():
             truth_volume = np.load(truth_path)
-            # islands counted on a crop of the generated size: cut faces make islands too
-            truth = (*summary(truth_volume[: args.size * 2, : args.size * 2, : args.size * 2])[:3],
-                     islands_per_million(truth_volume[: args.size, : args.size, : args.size]))
+            truth = summary(truth_volume[: args.size * 2, : args.size * 2, : args.size * 2],
+                            truth_volume[: args.size, : args.size, : args.size])
         rows.append(dict(alpha=alpha, vf=[round(float(f), 3) for f in fractions], mean_ln_chord=round(mean_ln, 3),
                          std_ln_chord=round(std_ln, 3), islands_per_million=round(float(islands)),
                          truth_islands_per_million=round(truth[3]) if truth else None,

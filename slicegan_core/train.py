@@ -369,7 +369,7 @@ def resume(run_dir, steps: int | None = None, **changes) -> Path:
     if changes:
         from_dict(TrainConfig, {**config["train"], **changes})   # validate before anything is written
         config["train"].update(changes)
-        config.setdefault("history", []).append({"at_step": _checkpoint_step(run_dir), "changed": changes})
+        config.setdefault("history", []).append({"at_step": checkpoint_step(run_dir), "changed": changes})
     with _RunLock(run_dir):
         if changes:
             atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
@@ -379,8 +379,9 @@ def resume(run_dir, steps: int | None = None, **changes) -> Path:
         return _execute(run)
 
 
-def _checkpoint_step(run_dir: Path) -> int:
-    path = run_dir / "checkpoint.safetensors"
+def checkpoint_step(run_dir) -> int:
+    """Generator step of the run's last checkpoint (0 before the first one)."""
+    path = Path(run_dir) / "checkpoint.safetensors"
     return int(load_tensors(path)[1]["step"]) if path.is_file() else 0
 
 
