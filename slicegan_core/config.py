@@ -86,6 +86,17 @@ class TrainConfig:
     gp_lambda: float = 10.0
     # Slices per axis cut from each fake volume for the critic; None = all patch_size slices (SliceGAN).
     slices_per_axis: int | None = None
+    # Slices per axis for the generator step; None = the same as slices_per_axis. Every voxel lies in one
+    # slice per axis, so with all slices every voxel receives the critics' gradient in every step; with 4 of
+    # 64, 82 % of the voxels receive none.
+    generator_slices_per_axis: int | None = None
+    # Real patches per axis per critic step, and gradient-penalty pairs per axis; None = batch_size, the
+    # seed's rule (it scores batch_size real patches per axis against all fake slices). Real patches are
+    # drawn for a subset of the fake slices, spread over the fake volumes, with those slices' datasets and
+    # attribute values, so a conditional critic sees matching pairs. Capped at the fake slices per axis;
+    # penalty pairs at the real patches.
+    real_patches_per_axis: int | None = None
+    penalty_pairs_per_axis: int | None = None
     bf16: bool = False                        # CPU/GPU autocast of convs to bfloat16 (speed option)
     # Gaussian jitter of the attribute code (std, in normalised [-1, 1] units) given to G and the critic
     # for each fake volume and its matching real patches (vicinal training, as in CcGAN) so the map from
@@ -100,6 +111,17 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"                      # "auto" | "cpu" | "cuda"
     threads: int = 0                          # torch CPU threads; 0 = torch's default
+
+    def __post_init__(self):
+        for name in ("slices_per_axis", "generator_slices_per_axis", "real_patches_per_axis",
+                     "penalty_pairs_per_axis"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive whole number or null (got {value!r}).")
+        real, pairs = self.real_patches_per_axis or self.batch_size, self.penalty_pairs_per_axis
+        if pairs is not None and pairs > real:
+            raise ValueError(f"penalty_pairs_per_axis ({pairs}) cannot exceed the real patches per axis ({real}); "
+                             "raise real_patches_per_axis or lower penalty_pairs_per_axis.")
 
 
 PRESETS: dict[str, tuple[dict, dict]] = {

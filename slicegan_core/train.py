@@ -49,18 +49,21 @@ def _train_loop(run: "Run") -> str:
         for _ in range(cfg.critic_steps):
             dataset_index, attrs, fake = run.fake_batch(grad=False)
             run.opt_d.zero_grad(set_to_none=True)
-            stats = np.zeros(3)
+            stats = torch.zeros(3, device=run.device)   # read back once per log interval, not per step
             for axis in range(3):
                 critic = critics[0 if len(critics) == 1 else axis]
-                fake_slices, slice_attrs, slice_index = run.slices(fake, attrs, dataset_index, axis)
-                real = data.sample(slice_index, axis, run.rng).to(run.device)
+                fake_slices, slice_attrs, slice_dataset = run.slices(fake, attrs, dataset_index, axis,
+                                                                     run.slices_per_axis)
+                real, real_attrs, paired_fake = run.real_batch(fake_slices, slice_attrs, slice_dataset, axis)
                 with run.autocast():
-                    score_real = critic(real, slice_attrs).mean()
+                    score_real = critic(real, real_attrs).mean()
                     score_fake = critic(fake_slices, slice_attrs).mean()
-                penalty = gradient_penalty(critic, real, fake_slices, slice_attrs, run.torch_rng)
+                pairs = run.penalty_pairs
+                penalty = gradient_penalty(critic, real[:pairs], paired_fake[:pairs], real_attrs[:pairs],
+                                           run.torch_rng)
                 loss = score_fake - score_real + cfg.gp_lambda * penalty
                 loss.backward()
-                stats += [loss.item(), (score_real - score_fake).item(), penalty.item()]
+                stats += torch.stack([loss, score_real - score_fake, penalty]).detach()
             run.opt_d.step()
         # Generator: make every axis's slices look real to the critics.
         dataset_index, attrs, fake = run.fake_batch(grad=True)
@@ -68,7 +71,8 @@ def _train_loop(run: "Run") -> str:
         loss_g = 0.0
         for axis in range(3):
             critic = critics[0 if len(critics) == 1 else axis]
-            fake_slices, slice_attrs, _ = run.slices(fake, attrs, dataset_index, axis)
+            fake_slices, slice_attrs, _ = run.slices(fake, attrs, dataset_index, axis,
+                                                     run.generator_slices_per_axis)
             with run.autocast():
                 loss_g = loss_g - critic(fake_slices, slice_attrs).mean()
         loss_g.backward()
@@ -80,8 +84,9 @@ def _train_loop(run: "Run") -> str:
             now = time.perf_counter()
             sec_per_step = (now - last_log_time) / max(1, run.step - last_log_step)
             last_log_time, last_log_step = now, run.step
-            run.log(step=run.step, loss_d=stats[0], loss_g=loss_g.item(), wasserstein=stats[1] / 3,
-                    gradient_penalty=stats[2] / 3, sec_per_step=sec_per_step,
+            loss_d, wasserstein, penalty = stats.tolist()
+            run.log(step=run.step, loss_d=loss_d, loss_g=loss_g.item(), wasserstein=wasserstein / 3,
+                    gradient_penalty=penalty / 3, sec_per_step=sec_per_step,
                     eta_s=sec_per_step * (cfg.steps - run.step))
         if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
             run.checkpoint()
@@ -127,7 +132,12 @@ class Run:
         self.step, self.elapsed_before = 0, 0.0
         self.started = time.perf_counter()
         self.stop_requested = False
-        self.slices_per_axis = tc.slices_per_axis or self.model_config.patch_size
+        patch = self.model_config.patch_size
+        self.slices_per_axis = min(tc.slices_per_axis or patch, patch)
+        self.generator_slices_per_axis = min(tc.generator_slices_per_axis or self.slices_per_axis, patch)
+        fake_per_axis = tc.batch_size * self.slices_per_axis
+        self.real_patches_per_axis = min(tc.real_patches_per_axis or tc.batch_size, fake_per_axis)
+        self.penalty_pairs = min(tc.penalty_pairs_per_axis or tc.batch_size, self.real_patches_per_axis)
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.train_config.bf16)
@@ -156,16 +166,40 @@ class Run:
         for averaged, current in zip(self.G_average.parameters(), self.G.parameters()):
             averaged.lerp_(current, 1 - decay)
 
-    def slices(self, fake, attrs, dataset_index, axis):
-        """Cut ``slices_per_axis`` random 2D slices perpendicular to ``axis`` from each fake volume ->
+    def slices(self, fake, attrs, dataset_index, axis, count: int):
+        """Cut ``count`` random 2D slices perpendicular to ``axis`` from each fake volume ->
         (B*S, C, P, P), attrs (B*S, k) and dataset index (B*S,), volume-major."""
         size = fake.shape[2 + axis]
-        chosen = torch.randperm(size, generator=self.torch_rng)[: self.slices_per_axis].to(fake.device)
-        picked = fake.index_select(2 + axis, chosen)              # (B, C, ..S.., ...)
+        if count >= size:   # all slices: no draw needed
+            picked = fake
+        else:
+            chosen = torch.randperm(size, generator=self.torch_rng)[:count].to(fake.device)
+            picked = fake.index_select(2 + axis, chosen)          # (B, C, ..S.., ...)
         picked = picked.movedim(2 + axis, 1)                       # (B, S, C, P, P)
         count = picked.shape[1]
         images = picked.reshape(-1, *picked.shape[2:])
         return images, attrs.repeat_interleave(count, 0), np.repeat(dataset_index, count)
+
+    def real_batch(self, fake_slices, slice_attrs, slice_dataset, axis):
+        """Real patches for ``real_patches_per_axis`` of the fake slices (N = B*S, volume-major): each from
+        its slice's dataset, with its (jittered) attributes, so the conditional critic compares like with
+        like. Returns real (n, C, P, P), their attrs (n, k) and the matching fake slices (n, C, P, P).
+
+        The slices are spread over the fake volumes (volume i % B, a random slice of it); with one real
+        patch per fake slice every slice is taken, in order.
+        """
+        total = fake_slices.shape[0]
+        count = self.real_patches_per_axis
+        if count >= total:
+            chosen = torch.arange(total)
+        else:
+            volumes = self.train_config.batch_size
+            per_volume = total // volumes
+            offsets = torch.randint(per_volume, (count,), generator=self.torch_rng)
+            chosen = (torch.arange(count) % volumes) * per_volume + offsets
+        real = self.data.sample(slice_dataset[chosen.numpy()], axis, self.rng).to(self.device)
+        chosen = chosen.to(fake_slices.device)
+        return real, slice_attrs.index_select(0, chosen), fake_slices.index_select(0, chosen)
 
     def log(self, **event):
         event = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in event.items()}
@@ -341,6 +375,9 @@ def train(datasets, run_dir, preset_name: str = "cpu", image_type: str = "n-phas
                        "datasets": [{"paths": [str(Path(p).resolve()) for p in d.paths], "attrs": d.attrs}
                                     for d in datasets]},
               "options": {"bf16": train_config.bf16, "slices_per_axis": train_config.slices_per_axis,
+                          "generator_slices_per_axis": train_config.generator_slices_per_axis,
+                          "real_patches_per_axis": train_config.real_patches_per_axis,
+                          "penalty_pairs_per_axis": train_config.penalty_pairs_per_axis,
                           "threads": train_config.threads, "device": train_config.device,
                           "attr_jitter": train_config.attr_jitter},
               "model_info": model_info or {}}

@@ -225,3 +225,20 @@ def test_steering_main_runs_a_model_folder_with_synthetic_truth(monkeypatch, tmp
     assert report["has_truth"] and report["model"] == "models/x" and report["shape"] == [32, 32, 32]
     assert report["values"] == [0.05, 0.1, 0.6]
     assert "spearman" in capsys.readouterr().out
+
+
+def test_compare_counts_islands_on_both_sides_the_same_way(pair):
+    speckled = pair[1].copy()
+    rng = np.random.default_rng(0)
+    for z, y, x in rng.integers(4, 44, (40, 3)):
+        speckled[z, y, x] = (speckled[z, y, x] + 1) % 3      # single-voxel islands
+    report = compare(pair[0], speckled, n_boot=0)
+    assert report["islands_max_size"] == 4
+    added = sum(e["islands_per_million_generated"] - e["islands_per_million_real"]
+                for e in report["phases"].values())
+    assert added > 0.5 * 40 * 1e6 / speckled.size
+    same = compare(pair[0], pair[0][4:44, 4:44, 4:44], n_boot=0)   # real cropped centrally to 40^3: identical
+    for entry in same["phases"].values():
+        assert entry["islands_per_million_real"] == entry["islands_per_million_generated"]
+    sliced = compare(pair[1][24], speckled, n_boot=0, n_slices=2)
+    assert all(e["islands_per_million_generated"] > 0 for e in sliced["phases"].values())

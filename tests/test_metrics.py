@@ -274,6 +274,10 @@ def test_phase_statistics_bundles_the_measures():
     stats = phase_statistics(lamellae(), [1], s2=True, n_boot=0)[1]
     assert stats.volume_fraction == 0.5 and np.all(stats.chords.lengths[0] == 4)
     assert stats.s2 is not None and stats.chord_fit.sigma == 0.0
+    assert stats.islands_per_million == 0.0            # layers, no speckle
+    speckled = lamellae().copy()
+    speckled[0, 0, 0] = 1 - speckled[0, 0, 0]
+    assert phase_statistics(speckled, s2=False, n_boot=0)[int(speckled[0, 0, 0])].islands_per_million > 0
 
 
 # ---- validation against synthetic truth (docs/metrics-validation.md) --------------------------------------
@@ -318,3 +322,42 @@ def test_watershed_recovers_most_grains_of_merged_same_phase_neighbours(syntheti
     iou = overlap / (grain_size[grain] + feature_size[feature] - overlap)
     recovered = np.unique(grain[iou > 0.5]).size / grain_size.size
     assert recovered > 0.5                                    # measured 0.64 at 128^3, see the docs
+
+
+# ---- islands -------------------------------------------------------------------------------------------
+def test_island_density_counts_face_connected_pieces_up_to_max_size():
+    from slicegan_core.metrics import island_density
+    volume = np.zeros((10, 10, 10), np.uint8)
+    volume[1, 1, 1] = 1                         # 1 voxel
+    volume[5, 5, 5] = volume[5, 5, 6] = 1       # 2 voxels, face-connected
+    volume[8, 8, 8] = volume[7, 7, 7] = 1       # two single voxels touching only at a corner
+    volume[2:5, 6:9, 1:4] = 1                   # 27 voxels: not an island
+    density = island_density(volume, [0, 1])
+    assert density == {0: 0.0, 1: 4 * 1e6 / 1000}
+    assert island_density(volume, [1], max_size=1) == {1: 3 * 1e6 / 1000}
+    assert island_density(volume, [1], max_size=27) == {1: 5 * 1e6 / 1000}
+    with pytest.raises(ValueError, match="max_size"):
+        island_density(volume, max_size=0)
+
+
+def test_slice_island_density_equals_counting_every_slice_of_every_axis_by_hand():
+    from scipy import ndimage
+
+    from slicegan_core.metrics import island_density, slice_island_density
+    volume = np.random.default_rng(3).integers(0, 3, (12, 13, 14)).astype(np.uint8)
+    by_hand = {p: 0.0 for p in range(3)}
+    for axis in range(3):
+        for i in range(volume.shape[axis]):
+            image = np.take(volume, i, axis=axis)
+            for p, d in island_density(image, [0, 1, 2]).items():
+                by_hand[p] += d * image.size / 1e6
+    expected = {p: 1e6 * c / (3 * volume.size) for p, c in by_hand.items()}
+    assert slice_island_density(volume) == pytest.approx(expected)
+    # a rod along axis 0 is a 1-pixel island in every slice across it and a long piece in the others
+    rod = np.zeros((8, 8, 8), np.uint8)
+    rod[:, 3, 3] = 1
+    assert slice_island_density(rod, [1], axes=(0,)) == {1: 8 * 1e6 / 512}
+    assert slice_island_density(rod, [1], axes=(1, 2)) == {1: 0.0}
+    assert ndimage.label(rod)[1] == 1
+    with pytest.raises(ValueError, match="3D"):
+        slice_island_density(rod[0])

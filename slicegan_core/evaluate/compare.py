@@ -17,8 +17,9 @@ import numpy as np
 from scipy import stats
 from tqdm.auto import tqdm
 
-from ..metrics import (chord_lengths, feature_sizes, fit_lognormal, phase_fractions, specific_surface_area,
-                       tortuosity, two_point_correlation)
+from ..metrics import (chord_lengths, feature_sizes, fit_lognormal, island_density, phase_fractions,
+                       slice_island_density, specific_surface_area, tortuosity, two_point_correlation)
+from ..metrics.islands import DEFAULT_MAX_SIZE
 from ..metrics._checks import as_labels, as_phases, as_voxel_size
 from ._report import SCHEMA_VERSION, json_safe, log_histograms
 
@@ -94,6 +95,7 @@ def compare(real, generated, phases=None, voxel_size: float = 1.0, *, tortuosity
         sides[step] = _measure(arr, wanted, dx, max_r, slices=(mode == "2d_slices" and step == "generated"),
                                n_slices=int(n_slices), n_boot=n_boot, seed=seed)
     bar.close()
+    islands = _islands(real_arr, gen_arr, wanted, mode)
 
     report_phases, curves = {}, {}
     for p in wanted:
@@ -121,6 +123,8 @@ def compare(real, generated, phases=None, voxel_size: float = 1.0, *, tortuosity
             "n_features_real": int(r["sizes"].size), "n_features_generated": int(g["sizes"].size),
             "n_border_features_real": r["n_border_features"], "n_border_features_generated": g["n_border_features"],
             "ssa_real": r["ssa"], "ssa_generated": g["ssa"],
+            "islands_per_million_real": islands["real"][p],
+            "islands_per_million_generated": islands["generated"][p],
             "tortuosity_real": None, "tortuosity_generated": None, "tortuosity_ratio": None,
         }
         if tortuosity_factor:
@@ -142,9 +146,23 @@ def compare(real, generated, phases=None, voxel_size: float = 1.0, *, tortuosity
         "real": {"shape": list(real_arr.shape), "phase_values": np.unique(real_arr).tolist()},
         "generated": {"shape": list(gen_arr.shape), "phase_values": np.unique(gen_arr).tolist()},
         "tortuosity_axis": 0 if tortuosity_factor else None,
+        "islands_max_size": DEFAULT_MAX_SIZE,
         "phases": report_phases,
         "curves": curves,
     })
+
+
+def _islands(real_arr, gen_arr, phases, mode) -> dict:
+    """Small islands per million voxels (pixels) of both sides, measured the same way: in "3d" on central
+    crops of the common shape (pieces cut by the faces count, so sizes must match); in "2d_slices" the
+    micrograph's 2D blobs against every slice of the generated volume along the three axes."""
+    if mode == "2d_slices":
+        return {"real": island_density(real_arr, phases), "generated": slice_island_density(gen_arr, phases)}
+    common = [min(a, b) for a, b in zip(real_arr.shape, gen_arr.shape)]
+
+    def crop(arr):
+        return arr[tuple(slice((n - c) // 2, (n - c) // 2 + c) for n, c in zip(arr.shape, common))]
+    return {"real": island_density(crop(real_arr), phases), "generated": island_density(crop(gen_arr), phases)}
 
 
 def _measure(arr, phases, dx, max_r, *, slices, n_slices, n_boot, seed) -> dict:

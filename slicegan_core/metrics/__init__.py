@@ -14,6 +14,8 @@ Every function takes ``labels`` (an (H, W) image or (D, H, W) volume of integer 
 :func:`interface_areas`                   area between every pair of phases (voxel faces)
 :func:`specific_surface_area`             interface area per unit volume (faces or marching cubes)
 :func:`tortuosity`                        TauFactor tortuosity factor (slow, on demand)
+:func:`island_density`                    small single-phase islands (speckle) per million voxels
+:func:`slice_island_density`              small 2D islands over every slice of a volume (critic's view)
 :func:`intensity_histogram`               grayscale / colour histograms
 :func:`otsu_two_point_correlation`        S2 of the Otsu-thresholded bright phase
 :func:`phase_statistics`                  all size statistics at once (used by evaluate)
@@ -23,6 +25,7 @@ from .chords import ChordLengths, chord_lengths
 from .correlation import TwoPointCorrelation, two_point_correlation
 from .features import FeatureSizes, feature_sizes, label_features
 from .fractions import phase_fractions
+from .islands import island_density, slice_island_density
 from .grayscale import IntensityHistogram, ThresholdCorrelation, intensity_histogram, otsu_two_point_correlation
 from .lognormal import LogNormalFit, fit_lognormal
 from .summary import PhaseStatistics, phase_statistics
@@ -37,6 +40,7 @@ __all__ = [
     "LogNormalFit", "fit_lognormal",
     "interface_areas", "specific_surface_area",
     "Tortuosity", "tortuosity",
+    "island_density", "slice_island_density",
     "IntensityHistogram", "ThresholdCorrelation", "intensity_histogram", "otsu_two_point_correlation",
     "PhaseStatistics", "phase_statistics",
 ]

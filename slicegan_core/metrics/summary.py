@@ -14,6 +14,7 @@ from .chords import ChordLengths, chord_lengths
 from .correlation import TwoPointCorrelation, two_point_correlation
 from .features import FeatureSizes, feature_sizes
 from .fractions import phase_fractions
+from .islands import island_density
 from .lognormal import LogNormalFit, fit_lognormal
 
 
@@ -37,6 +38,9 @@ class PhaseStatistics:
         Log-normal fit of the feature diameters.
     s2 : TwoPointCorrelation or None
         Two-point correlation (None when not requested).
+    islands_per_million : float
+        Small islands (speckle) of the phase: face-connected pieces of at most 4 voxels (2D: pixels) per
+        million voxels (pixels) of the whole volume (:func:`~slicegan_core.metrics.island_density`).
     """
 
     volume_fraction: float
@@ -45,6 +49,7 @@ class PhaseStatistics:
     sizes: FeatureSizes
     size_fit: LogNormalFit
     s2: TwoPointCorrelation | None
+    islands_per_million: float = float("nan")
 
 
 def phase_statistics(labels, phases=None, *, voxel_size: float = 1.0, s2: bool = True, periodic: bool = False,
@@ -88,8 +93,9 @@ def phase_statistics(labels, phases=None, *, voxel_size: float = 1.0, s2: bool =
     chords = chord_lengths(arr, wanted, voxel_size=dx)
     sizes = feature_sizes(arr, wanted, voxel_size=dx, min_distance=min_distance)
     correlations = two_point_correlation(arr, wanted, periodic=periodic, voxel_size=dx) if s2 else {}
+    islands = island_density(arr, wanted)
     return {p: PhaseStatistics(volume_fraction=fractions[p], chords=chords[p],
                                chord_fit=fit_lognormal(chords[p].pooled, n_boot=0),
                                sizes=sizes[p], size_fit=fit_lognormal(sizes[p].diameters, n_boot=n_boot, seed=seed),
-                               s2=correlations.get(p))
+                               s2=correlations.get(p), islands_per_million=islands[p])
             for p in wanted}
