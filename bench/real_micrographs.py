@@ -1,0 +1,209 @@
+"""Real micrographs, measured: train the ``cpu`` preset on one 2D image and compare what it generates.
+
+    python bench/real_micrographs.py prepare                       # write the cases' training images + 3D truth
+    python bench/real_micrographs.py train CASE [--steps N] [--set FIELD=VALUE ...]   # background-friendly
+    python bench/real_micrographs.py report [CASE ...] [--size 128] [--seeds 2] [--json FILE]
+
+Cases (``CASES``): three real segmented micrographs from ``tests/data`` (licences there), compared in 2D
+(slices of the generated volume against the micrograph: ``evaluate.compare`` in "2d_slices" mode), and three
+independent 3D structures made by PoreSpy's generators (bench-only dependency, ``requirements-bench.txt``),
+trained on one slice and compared in 3D with the structure itself (``compare`` in "3d" mode on 128^3 crops,
+plus TauFactor tortuosity along axis 0 on the first seed).
+
+Training uses the ``cpu`` preset's defaults (what a user gets); ``--steps`` shortens a run, and the report
+states the steps each model had. Each run lives in ``runs/real_<case>`` (``train`` resumes it when it exists).
+Goals (issue "Clean structure"): small islands of generated slices <= 1.5 x the micrograph's + 20 per million
+pixels, volume fraction within 0.02, mean chord within 10 %; 3D cases also surface area and tortuosity within
+10 % of the 3D truth.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from slicegan_core.data import load_image  # noqa: E402
+
+DATA = ROOT / "tests" / "data"
+OUT = ROOT / "runs" / "real_data"
+TRUTH_EDGE = 192          # PoreSpy volumes: 192^3; the training slice is the middle one along axis 0
+
+CASES = {
+    # name: (kind, how to make the training image)
+    "sofc_anode": ("2d", "tests/data/sofc_anode_3phase_2286x1326.png, as is (values 0 / 128 / 255)"),
+    "composite": ("2d", "tests/data/composite_3phase_256.npy, as is"),
+    "sem_seg": ("2d", "tests/data/sem_greyscale_896x1024_seg3phase.tif, every 4th pixel (its chords are ~50 px, "
+                      "too long for 64-pixel patches at full resolution)"),
+    "blobs_0.3": ("3d", f"porespy.generators.blobs({TRUTH_EDGE}^3, porosity 0.3, blobiness 1, seed 1)"),
+    "blobs_0.5": ("3d", f"porespy.generators.blobs({TRUTH_EDGE}^3, porosity 0.5, blobiness 1, seed 2)"),
+    "spheres": ("3d", f"porespy.generators.polydisperse_spheres({TRUTH_EDGE}^3, porosity 0.5, radii normal(8, 2), "
+                      "5 bins, r_min 4, seed 3)"),
+}
+GOALS = {"islands_factor": 1.5, "islands_offset": 20.0, "vf": 0.02, "chord_rel": 0.10, "ssa_rel": 0.10,
+         "tortuosity_rel": 0.10}
+
+
+def truth_volume(case: str) -> np.ndarray:
+    import porespy as ps
+    from scipy import stats
+    shape = [TRUTH_EDGE] * 3
+    if case == "blobs_0.3":
+        volume = ps.generators.blobs(shape=shape, porosity=0.3, blobiness=1, seed=1)
+    elif case == "blobs_0.5":
+        volume = ps.generators.blobs(shape=shape, porosity=0.5, blobiness=1, seed=2)
+    else:
+        volume = ps.generators.polydisperse_spheres(shape=shape, porosity=0.5, dist=stats.norm(loc=8, scale=2),
+                                                    nbins=5, r_min=4, seed=3)
+    return np.asarray(volume, dtype=np.uint8)   # 1 = pore (the phase whose fraction is the porosity)
+
+
+def prepare() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for case, (kind, _) in CASES.items():
+        image_path = OUT / f"{case}.npy"
+        if image_path.exists():
+            continue
+        if case == "sofc_anode":
+            image = load_image(DATA / "sofc_anode_3phase_2286x1326.png")
+        elif case == "composite":
+            image = np.load(DATA / "composite_3phase_256.npy")
+        elif case == "sem_seg":
+            image = load_image(DATA / "sem_greyscale_896x1024_seg3phase.tif").squeeze()[::4, ::4]
+        else:
+            volume = truth_volume(case)
+            np.save(OUT / f"{case}_truth.npy", volume)
+            image = volume[TRUTH_EDGE // 2]
+        np.save(image_path, np.ascontiguousarray(image))
+        print(f"wrote {image_path} {image.shape} values {np.unique(image).tolist()}", flush=True)
+
+
+def train_case(case: str, steps: int | None, settings: dict) -> None:
+    from slicegan_core.data import DatasetSpec
+    from slicegan_core.train import resume, train
+    prepare()
+    run = ROOT / "runs" / f"real_{case}"
+    if (run / "config.json").exists():
+        resume(run, steps=steps, **settings)
+    else:
+        train([DatasetSpec(paths=(str(OUT / f"{case}.npy"),), attrs={})], run, preset_name="cpu",
+              **({"steps": steps} if steps else {}), **settings)
+
+
+def report(cases: list[str], size: int, seeds: int) -> dict:
+    from slicegan_core import load_model
+    from slicegan_core.evaluate import compare
+    results = {}
+    for case in cases:
+        run = ROOT / "runs" / f"real_{case}"
+        if not (run / "model" / "model.json").exists():
+            print(f"{case}: no trained model in {run}; skipped", flush=True)
+            continue
+        model = load_model(run / "model")
+        kind = CASES[case][0]
+        real = np.load(OUT / (f"{case}_truth.npy" if kind == "3d" else f"{case}.npy"))
+        if kind == "3d":   # compare like with like: a crop of the truth of the generated size
+            start = (TRUTH_EDGE - size) // 2
+            real = real[start:start + size, start:start + size, start:start + size]
+        phases = sorted(np.unique(real).tolist())
+        reports = []
+        for seed in range(seeds):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                volume = model.generate(seed=seed, shape=(size,) * 3)
+            reports.append(compare(real, volume, phases=phases, n_boot=0,
+                                   tortuosity_factor=(kind == "3d" and seed == 0)))
+        rows = []
+        for phase in map(str, phases):
+            entries = [r["phases"][phase] for r in reports]
+
+            def mean(key):
+                values = [e[key] for e in entries if e.get(key) is not None]
+                return float(np.mean(values)) if values else None
+            rows.append({"phase": int(phase), "vf_real": mean("vf_real"), "vf_generated": mean("vf_generated"),
+                         "s2_max_abs_diff": mean("s2_max_abs_diff"),
+                         "chord_mean_real": mean("chord_mean_real"), "chord_mean_generated": mean("chord_mean_generated"),
+                         "ssa_real": mean("ssa_real"), "ssa_generated": mean("ssa_generated"),
+                         "islands_real": mean("islands_per_million_real"),
+                         "islands_generated": mean("islands_per_million_generated"),
+                         "tortuosity_real": mean("tortuosity_real"),
+                         "tortuosity_generated": mean("tortuosity_generated")})
+        results[case] = {"kind": kind, "source": CASES[case][1], "steps": model.info["training"]["steps"],
+                         "wall_time_s": model.info["training"].get("wall_time_s"), "size": size, "seeds": seeds,
+                         "rows": rows, "goals": goals(kind, rows)}
+        print_case(case, results[case])
+    return results
+
+
+def goals(kind: str, rows: list[dict]) -> dict:
+    """Which goals hold, phase by phase (the worst phase decides)."""
+    def rel(a, b):
+        return abs(b - a) / a if a and b is not None and np.isfinite(a) and np.isfinite(b) else None
+    checks = {
+        "islands": all(r["islands_generated"] <= GOALS["islands_factor"] * r["islands_real"] + GOALS["islands_offset"]
+                       for r in rows),
+        "vf": all(abs(r["vf_generated"] - r["vf_real"]) <= GOALS["vf"] for r in rows),
+        "mean chord": all((rel(r["chord_mean_real"], r["chord_mean_generated"]) or 0) <= GOALS["chord_rel"]
+                          for r in rows),
+    }
+    if kind == "3d":
+        checks["surface"] = all((rel(r["ssa_real"], r["ssa_generated"]) or 0) <= GOALS["ssa_rel"] for r in rows)
+        taus = [rel(r["tortuosity_real"], r["tortuosity_generated"]) for r in rows]
+        checks["tortuosity"] = all(t is not None and t <= GOALS["tortuosity_rel"] for t in taus)
+    return checks
+
+
+def _fmt(value, digits=3):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_case(case: str, result: dict) -> None:
+    print(f"\n**{case}** ({result['kind']}, {result['steps']} steps, {result['wall_time_s']} s; {result['source']})")
+    header = ("| phase | vf real / gen | max abs dS2 | mean chord real / gen | surface real / gen | "
+              "islands/M real / gen | tortuosity real / gen |")
+    print(header)
+    print("|---" * 7 + "|")
+    for r in result["rows"]:
+        print(f"| {r['phase']} | {_fmt(r['vf_real'])} / {_fmt(r['vf_generated'])} | {_fmt(r['s2_max_abs_diff'])} | "
+              f"{_fmt(r['chord_mean_real'], 2)} / {_fmt(r['chord_mean_generated'], 2)} | "
+              f"{_fmt(r['ssa_real'])} / {_fmt(r['ssa_generated'])} | "
+              f"{_fmt(r['islands_real'], 0)} / {_fmt(r['islands_generated'], 0)} | "
+              f"{_fmt(r['tortuosity_real'], 2)} / {_fmt(r['tortuosity_generated'], 2)} |")
+    print("goals met: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in result["goals"].items()), flush=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=("prepare", "train", "report"))
+    parser.add_argument("cases", nargs="*", help=f"of {sorted(CASES)} (report: default all)")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--json", help="report: also write the results here")
+    args = parser.parse_args(argv)
+    unknown = [c for c in args.cases if c not in CASES]
+    if unknown:
+        parser.error(f"unknown case(s) {unknown}; choose from {sorted(CASES)}")
+    if args.action == "prepare":
+        prepare()
+    elif args.action == "train":
+        if len(args.cases) != 1:
+            parser.error("train takes exactly one case")
+        settings = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
+        train_case(args.cases[0], args.steps, settings)
+    else:
+        results = report(args.cases or list(CASES), args.size, args.seeds)
+        if args.json:
+            from slicegan_core.evaluate import write_json
+            write_json(results, args.json)
+
+
+if __name__ == "__main__":
+    main()
