@@ -284,3 +284,63 @@ def test_options_are_recorded(tiny_specs, tmp_path):
     assert config["model"]["attribute_ranges"] == [list(ALPHAS)]
     info = json.loads((run_dir / "model" / "model.json").read_text())
     assert info["name"] == "demo" and info["training"]["options"]["attr_jitter"] == 0.1
+
+
+# ---- critic batch rules ------------------------------------------------------------------------------------
+
+def _skewed_specs(tmp_path) -> list[DatasetSpec]:
+    """Two 32^3 datasets told apart by content: mostly phase 0 (alpha 0.15) and mostly phase 1 (alpha 0.5)."""
+    specs = []
+    for i, alpha in enumerate(ALPHAS):
+        volume = np.full((32, 32, 32), i, np.uint8)
+        volume[::7, ::5, ::3] = 1 - i
+        np.save(tmp_path / f"skewed_{i}.npy", volume)
+        specs.append(DatasetSpec((str(tmp_path / f"skewed_{i}.npy"),), {"alpha": alpha}))
+    return specs
+
+
+def _run(specs, tmp_path, **settings) -> "train_module.Run":
+    from slicegan_core.config import ModelConfig, TrainConfig, preset, to_dict
+    model_fields, train_fields = preset("tiny", **settings)
+    config = {"model": to_dict(ModelConfig(**{**model_fields, "attribute_ranges": (ALPHAS,)})),
+              "train": to_dict(TrainConfig(**train_fields)),
+              "data": {"image_type": "n-phase", "datasets": [{"paths": list(s.paths), "attrs": s.attrs}
+                                                              for s in specs]}}
+    return train_module.Run(tmp_path, config)
+
+
+def test_real_patches_and_penalty_pairs_follow_batch_size_and_match_their_fake_slices(tmp_path):
+    run = _run(_skewed_specs(tmp_path), tmp_path, batch_size=4, slices_per_axis=8)
+    assert (run.real_patches_per_axis, run.penalty_pairs, run.slices_per_axis) == (4, 4, 8)
+    dataset_index, attrs, fake = run.fake_batch(grad=False)
+    for axis in range(3):
+        fake_slices, slice_attrs, slice_dataset = run.slices(fake, attrs, dataset_index, axis, run.slices_per_axis)
+        assert fake_slices.shape[0] == 32 and len(slice_dataset) == 32
+        real, real_attrs, paired = run.real_batch(fake_slices, slice_attrs, slice_dataset, axis)
+        assert real.shape[0] == real_attrs.shape[0] == paired.shape[0] == 4
+        # each real patch comes from the dataset of the fake slice it is paired with, with its attributes
+        for k in range(4):
+            match = [i for i in range(32) if torch.equal(fake_slices[i], paired[k])]
+            assert match and torch.equal(slice_attrs[match[0]], real_attrs[k])
+            dominant = int(real[k].sum(dim=(1, 2)).argmax())      # dataset 0 is mostly phase 0, 1 phase 1
+            assert dominant == slice_dataset[match[0]]
+        # spread over the volumes: one real patch per fake volume here
+        volumes = {[i for i in range(32) if torch.equal(fake_slices[i], paired[k])][0] // 8 for k in range(4)}
+        assert volumes == {0, 1, 2, 3}
+
+
+def test_one_real_patch_per_fake_slice_is_still_possible_and_settings_are_validated(tmp_path):
+    run = _run(_skewed_specs(tmp_path), tmp_path, batch_size=2, slices_per_axis=4, real_patches_per_axis=100,
+               penalty_pairs_per_axis=3, generator_slices_per_axis=32)
+    assert (run.real_patches_per_axis, run.penalty_pairs, run.generator_slices_per_axis) == (8, 3, 32)
+    dataset_index, attrs, fake = run.fake_batch(grad=False)
+    fake_slices, slice_attrs, slice_dataset = run.slices(fake, attrs, dataset_index, 1, 4)
+    real, real_attrs, paired = run.real_batch(fake_slices, slice_attrs, slice_dataset, 1)
+    assert torch.equal(paired, fake_slices) and torch.equal(real_attrs, slice_attrs)   # every slice, in order
+    all_slices = run.slices(fake, attrs, dataset_index, 2, run.generator_slices_per_axis)[0]
+    assert all_slices.shape[0] == 2 * 32
+    from slicegan_core.config import TrainConfig
+    with pytest.raises(ValueError, match="penalty_pairs_per_axis"):
+        TrainConfig(batch_size=4, penalty_pairs_per_axis=5)
+    with pytest.raises(ValueError, match="real_patches_per_axis"):
+        TrainConfig(real_patches_per_axis=0)
