@@ -54,7 +54,11 @@ def web_export_ready() -> bool:
 
 @st.cache_resource(max_entries=4, show_spinner=False)
 def get_model(path: str, stamp: float):
-    return load_model(path)
+    model = load_model(path)
+    # The first generation of a shape builds its kernels; do that for the other slider sizes in the
+    # background while the page shows the default one.
+    model.warm_up([side for side in VIEW_SIZES if side != 64 and side <= 128])
+    return model
 
 
 @st.cache_data(max_entries=48, show_spinner=False)

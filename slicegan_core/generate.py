@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
 import warnings
 from pathlib import Path
 
@@ -194,6 +195,20 @@ class Model:
         start = [HALO * self.voxels_per_latent if periodic else 0] * 3
         attr_tensor = torch.tensor([[attrs[n] for n in self.attribute_names]], dtype=torch.float32)
         return self._render(z, attr_tensor, start, shape, max_tile_voxels, progress, probabilities)
+
+    def warm_up(self, sides=(64, 96, 128), background: bool = True):
+        """Generate one throw-away volume of each side (voxels per edge) so that later calls at those sizes
+        find oneDNN's kernels for their shapes already built; in a daemon thread when ``background``.
+        Returns the thread (or None). The app warms the sizes its slider offers while the user looks."""
+        def work():
+            for side in sides:
+                self.generate(seed=0, shape=(int(side),) * 3)
+        if not background:
+            work()
+            return None
+        thread = threading.Thread(target=work, name="slicegan-warm-up", daemon=True)
+        thread.start()
+        return thread
 
     @torch.no_grad()
     def _forward(self, z: torch.Tensor, attrs: torch.Tensor, stats=None, collect=None,

@@ -260,3 +260,14 @@ def test_progress_bar_only_when_asked(tiny_model, capsys):
     assert capsys.readouterr().err == ""
     tiny_model.generate(ALPHA, seed=0, shape=(64, 48, 32), max_tile_voxels=60_000, progress=True)
     assert "generating tiles" in capsys.readouterr().err
+
+
+def test_warm_up_runs_in_the_background_and_leaves_results_unchanged(tiny_model):
+    before = tiny_model.generate({"alpha": 0.3}, seed=5, shape=40)
+    thread = tiny_model.warm_up((24, 40))
+    volume_during = tiny_model.generate({"alpha": 0.3}, seed=5, shape=40)   # concurrent use is safe
+    thread.join(timeout=60)
+    assert not thread.is_alive() and thread.daemon
+    assert tiny_model.warm_up((16,), background=False) is None
+    assert np.array_equal(before, volume_during)
+    assert np.array_equal(before, tiny_model.generate({"alpha": 0.3}, seed=5, shape=40))
