@@ -13,7 +13,6 @@ noisy.
 from __future__ import annotations
 
 import argparse
-import copy
 import importlib
 import json
 import sys
@@ -37,8 +36,7 @@ def gradients(run, bf16: bool, rng_state) -> tuple[torch.Tensor, torch.Tensor]:
     training loop computes them, with the run's random state set to ``rng_state`` first."""
     run.torch_rng.set_state(rng_state[0])
     run.rng.bit_generator.state = rng_state[1]
-    run.train_config = copy.copy(run.train_config)
-    object.__setattr__(run.train_config, "bf16", bf16)
+    run.bf16 = bf16
     critic = run.critics[0]
     # critic step
     dataset_index, attrs, fake = run.fake_batch(grad=False)

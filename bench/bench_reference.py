@@ -137,8 +137,7 @@ def our_blocks(batch: int, bf16: bool, steps: int, data_paths: list[str], folder
                "--set", "checkpoint_every=100000", "--set", f"threads={threads}"]
     for path, alpha in zip(data_paths, ALPHAS):
         command += ["--data", path, "--attr", f"alpha={alpha}"]
-    if bf16:
-        command.append("--bf16")
+    command += ["--set", f"bf16={'true' if bf16 else 'false'}"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "train failed")

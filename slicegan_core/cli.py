@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True, help="new directory for this run")
     p.add_argument("--steps", type=int, help="generator steps (overrides the preset)")
     p.add_argument("--voxel-size", type=float, help="voxel edge in micrometres")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (faster on CPUs with AVX-512 BF16)")
+    p.add_argument("--bf16", action="store_true",
+                   help="bfloat16 autocast (the default where it is fast: CUDA, CPUs with AVX-512 BF16); "
+                        "--set bf16=false forces float32")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA when present")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any model/training field, e.g. --set lr_g=2e-4 --set g_widths=64,32,16,8")

@@ -97,7 +97,9 @@ class TrainConfig:
     # penalty pairs at the real patches.
     real_patches_per_axis: int | None = None
     penalty_pairs_per_axis: int | None = None
-    bf16: bool = False                        # CPU/GPU autocast of convs to bfloat16 (speed option)
+    # bfloat16 autocast of the convs: None = on where bf16 is fast (CUDA, CPUs with AVX-512 BF16 / AMX); its
+    # gradient error is a few % of the batch-to-batch gradient noise (bench/bench_precision.py).
+    bf16: bool | None = None
     # Gaussian jitter of the attribute code (std, in normalised [-1, 1] units) given to G and the critic
     # for each fake volume and its matching real patches (vicinal training, as in CcGAN) so the map from
     # attribute to structure is learnt as a continuous one rather than three separate modes; 0 = off.
@@ -129,12 +131,16 @@ PRESETS: dict[str, tuple[dict, dict]] = {
     "paper": (dict(patch_size=64, z_channels=16, g_widths=(512, 256, 128, 64), d_widths=(64, 128, 256, 512),
                    code_normalisation="none", sigma_activation="relu", critic_conditioning="none"),
               dict(batch_size=8, critic_steps=5, lr_g=1e-4, lr_d=1e-4, slices_per_axis=None, steps=4500)),
-    # Laptop preset: 8x narrower networks, a subset of slices per fake volume, conditional critic and a
-    # normalised code (the seed's raw alpha*ones gives the MLP almost no signal over [0.15, 0.6]).
+    # Laptop preset: 8x narrower networks, a subset of slices per fake volume for the critic but all of them
+    # for the generator step, conditional critic, a normalised code (the seed's raw alpha*ones gives the MLP
+    # almost no signal over [0.15, 0.6]) and the upsample output layer (no stride-2 checkerboard). The last
+    # two settings cut small phase islands (docs/default-model.md, "Clean structure").
     "cpu": (dict(patch_size=64, z_channels=16, g_widths=(128, 64, 32, 16), d_widths=(16, 32, 64, 128),
-                 code_normalisation="range", sigma_activation="softplus", critic_conditioning="channel"),
-            dict(batch_size=4, critic_steps=3, lr_g=5e-4, lr_d=5e-4, slices_per_axis=4, steps=3000,
-                 checkpoint_every=100, bf16=False, ema_decay=0.999)),
+                 code_normalisation="range", sigma_activation="softplus", critic_conditioning="channel",
+                 output_layer="upsample"),
+            dict(batch_size=4, critic_steps=3, lr_g=5e-4, lr_d=5e-4, slices_per_axis=4,
+                 generator_slices_per_axis=64, steps=3000,
+                 checkpoint_every=100, ema_decay=0.999)),
     # For tests and smoke runs: 32^3 volumes, tiny widths; trains a step in well under a second.
     "tiny": (dict(patch_size=32, z_channels=8, g_widths=(32, 16, 8), d_widths=(8, 16, 32),
                   mlp_width=32, code_dim=32, critic_conditioning="channel"),

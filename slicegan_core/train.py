@@ -26,7 +26,7 @@ from PIL import Image
 from . import __version__
 from .config import ModelConfig, TrainConfig, from_dict, preset, to_dict
 from .data import DatasetSpec, TrainingData, load_training_data
-from .generate import pick_device
+from .generate import cpu_has_fast_bf16, pick_device
 from .modelfile import default_phases, save_model
 from .networks import Generator, build_critics
 from .storage import (atomic_write_bytes, atomic_write_text, load_tensors, optimizer_from_flat,
@@ -117,6 +117,7 @@ class Run:
         self.data: TrainingData = load_training_data(specs, image_type=data_cfg["image_type"],
                                                      patch_size=self.model_config.patch_size)
         self.device = pick_device(self.train_config.device)
+        self.bf16 = resolve_bf16(self.train_config.bf16, self.device)
         if self.train_config.threads:
             torch.set_num_threads(self.train_config.threads)
         torch.manual_seed(self.train_config.seed)  # weight initialisation only; batches use the generators below
@@ -140,7 +141,7 @@ class Run:
         self.penalty_pairs = min(tc.penalty_pairs_per_axis or tc.batch_size, self.real_patches_per_axis)
 
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.train_config.bf16)
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def fake_batch(self, grad: bool):
         """(dataset index (B,), attrs (B, k), fake volumes (B, C, P, P, P)) for datasets drawn uniformly."""
@@ -374,7 +375,7 @@ def train(datasets, run_dir, preset_name: str = "cpu", image_type: str = "n-phas
               "data": {"image_type": image_type, "voxel_size_um": voxel_size_um,
                        "datasets": [{"paths": [str(Path(p).resolve()) for p in d.paths], "attrs": d.attrs}
                                     for d in datasets]},
-              "options": {"bf16": train_config.bf16, "slices_per_axis": train_config.slices_per_axis,
+              "options": {"bf16": resolve_bf16(train_config.bf16, pick_device(train_config.device)), "slices_per_axis": train_config.slices_per_axis,
                           "generator_slices_per_axis": train_config.generator_slices_per_axis,
                           "real_patches_per_axis": train_config.real_patches_per_axis,
                           "penalty_pairs_per_axis": train_config.penalty_pairs_per_axis,
@@ -414,6 +415,13 @@ def resume(run_dir, steps: int | None = None, **changes) -> Path:
         if (run_dir / "checkpoint.safetensors").is_file():
             run.restore()
         return _execute(run)
+
+
+def resolve_bf16(setting: bool | None, device: torch.device) -> bool:
+    """The ``bf16`` setting as used: None means on where bfloat16 is fast (CUDA, CPUs with AVX-512 BF16)."""
+    if setting is None:
+        return device.type == "cuda" or (device.type == "cpu" and cpu_has_fast_bf16())
+    return bool(setting)
 
 
 def checkpoint_step(run_dir) -> int:

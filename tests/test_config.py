@@ -32,10 +32,10 @@ def test_paper_preset_is_the_seed_configuration():
 
 
 def test_overrides_go_to_the_right_part_and_none_is_ignored():
-    model_fields, train_fields = preset("cpu", steps=7, z_channels=4, bf16=None, critic_conditioning="projection")
+    model_fields, train_fields = preset("cpu", steps=7, z_channels=4, lr_g=None, critic_conditioning="projection")
     assert train_fields["steps"] == 7 and model_fields["z_channels"] == 4
     assert model_fields["critic_conditioning"] == "projection"
-    assert train_fields["bf16"] is False                   # None leaves the preset's value
+    assert train_fields["lr_g"] == 5e-4                    # None leaves the preset's value
     assert preset("cpu")[1]["steps"] == 3000               # the preset table itself is unchanged
 
 
@@ -80,3 +80,14 @@ def test_from_dict_ignores_keys_of_newer_versions():
     data = to_dict(TrainConfig(steps=12))
     data["a_future_option"] = 3
     assert from_dict(TrainConfig, data) == TrainConfig(steps=12)
+
+
+def test_bf16_defaults_to_where_it_is_fast():
+    import torch
+
+    from slicegan_core.generate import cpu_has_fast_bf16
+    from slicegan_core.train import resolve_bf16
+    assert TrainConfig().bf16 is None
+    assert resolve_bf16(None, torch.device("cpu")) == cpu_has_fast_bf16()
+    assert resolve_bf16(None, torch.device("cuda")) is True
+    assert resolve_bf16(False, torch.device("cuda")) is False and resolve_bf16(True, torch.device("cpu")) is True
