@@ -165,7 +165,10 @@ def cmd_train(args) -> int:
     attrs = [_attrs(a) for a in args.attr] if args.attr else [{} for _ in args.data]
     specs = [DatasetSpec(paths=tuple(p for p in d.split(",") if p), attrs=a) for d, a in zip(args.data, attrs)]
     overrides = _settings(args.set)
-    overrides.update(steps=args.steps, device=args.device, bf16=args.bf16 or None)
+    # Flags override --set only when given (an absent flag is None, which the preset ignores anyway, but it
+    # must not replace a --set bf16=false).
+    overrides.update({k: v for k, v in dict(steps=args.steps, device=args.device,
+                                             bf16=True if args.bf16 else None).items() if v is not None})
     run_dir = train(specs, args.run_dir, preset_name=args.preset, image_type=args.image_type,
                     voxel_size_um=args.voxel_size, **overrides)
     print(f"run finished or stopped: {run_dir} (model in {Path(run_dir) / 'model'})")

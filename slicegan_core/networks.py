@@ -179,7 +179,7 @@ class Critic(nn.Module):
         # float32 and bf16, measured on the 2-core CPU; docs/performance.md).
         x = x.contiguous(memory_format=torch.channels_last)
         for conv in self.convs:
-            x = F.relu(conv(x))
+            x = F.relu_(conv(x))     # in place: a conv's backward needs its input, not its output
         score = self.head(x).flatten(1).sum(1)
         if self.embed is not None:
             score = score + (self.embed(code) * x.sum(dim=(2, 3))).sum(1)
