@@ -32,16 +32,27 @@ RECIPE = {
     "periodic": True,
     "seeds": {"0.15": 101, "0.35": 102, "0.6": 103, "0.25": 104, "0.475": 105},
 }
-# Training settings on top of the "cpu" preset (which averages the generator's weights, ema_decay 0.999);
-# see docs/default-model.md for how they were chosen.
-TRAIN_OVERRIDES = dict(checkpoint_every=100, log_every=20, bf16=True, threads=1, attr_jitter=0.1,
-                       output_layer="upsample")
-# The shipped run's stages: (train up to this step, training changes from the stage's start). The jitter
-# rose to 0.3 when a branch at step 2,330 showed it interpolates between the trained alphas far better;
-# threads rose to 2 when the run had the machine to itself (speed only). The shipped model is the average at
-# step 5,795; a further stage at lr 2e-4 (to 7,243) measured worse (docs/default-model.md) and is not part
-# of the recipe.
-SCHEDULE = [(2330, {}), (4000, {"attr_jitter": 0.3}), (FINAL_STEPS := 5795, {"threads": 2})]
+# Recipes: training settings on top of the "cpu" preset (which averages the generator's weights, ema_decay
+# 0.999) and stages (train up to this step, training changes from the stage's start); see
+# docs/default-model.md for how they were chosen.
+RECIPES = {
+    # Session 2's model. Its settings pin what the cpu preset then did: the generator step saw the critic's
+    # 4 slices per axis and the critic took one real patch per fake slice (16) with the penalty on all 16.
+    # The jitter rose to 0.3 when a branch at step 2,330 showed it interpolates between the trained alphas
+    # far better; threads rose to 2 when the run had the machine to itself (speed only). A further stage at
+    # lr 2e-4 (to 7,243) measured worse and is not part of the recipe.
+    "v2": {"overrides": dict(checkpoint_every=100, log_every=20, bf16=True, threads=1, attr_jitter=0.1,
+                             output_layer="upsample", generator_slices_per_axis=4, real_patches_per_axis=16,
+                             penalty_pairs_per_axis=16),
+           "schedule": [(2330, {}), (4000, {"attr_jitter": 0.3}), (5795, {"threads": 2})]},
+    # Session 3 (issue "Clean structure"): the generator step sees all 64 slices per axis and the critic 16
+    # (short screening runs: fewer small islands at equal steps), real patches and penalty pairs per axis =
+    # batch size (the seed's rule, now the preset's default), both cores from the start.
+    "v3": {"overrides": dict(checkpoint_every=100, log_every=20, bf16=True, threads=2, attr_jitter=0.1,
+                             slices_per_axis=16, generator_slices_per_axis=64),
+           "schedule": [(2000, {}), (4500, {"attr_jitter": 0.3})]},
+}
+SHIPPED = "v2"
 
 
 def data_path(out: Path, sigma: float) -> Path:
@@ -71,6 +82,8 @@ def main(argv=None):
     parser.add_argument("--run", default="runs/default")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE overrides (JSON values)")
+    parser.add_argument("--recipe", default=SHIPPED, choices=sorted(RECIPES),
+                        help=f"train: which recipe (default {SHIPPED}, the shipped model's)")
     parser.add_argument("--target", default="models/default", help="export: model directory to write")
     parser.add_argument("--report", help="export: report.json of bench/report_default_model.py to embed")
     parser.add_argument("--report-name", help="export: which model of the report (default: the first)")
@@ -89,16 +102,17 @@ def main(argv=None):
             settings[key] = json.loads(value)
             if isinstance(settings[key], list):
                 settings[key] = tuple(settings[key])
+        recipe = RECIPES[args.recipe]
         if settings or args.steps:        # an experiment: one stage with these settings
-            stages = [(args.steps or FINAL_STEPS, settings)]
-        else:                              # the shipped recipe
-            stages = SCHEDULE
+            stages = [(args.steps or recipe["schedule"][-1][0], settings)]
+        else:                              # the recipe's stages
+            stages = recipe["schedule"]
         for end, changes in stages:
             if not (run / "config.json").exists():
                 specs = [DatasetSpec(paths=(str(data_path(data_dir, s)),), attrs={"alpha": s})
                          for s in RECIPE["sigmas"]]
                 train(specs, run, preset_name="cpu", model_info={"recipe": RECIPE},
-                      **{**TRAIN_OVERRIDES, **changes, "steps": end})
+                      **{**recipe["overrides"], **changes, "steps": end})
             elif checkpoint_step(run) < end:
                 resume(run, steps=end, **changes)   # changes: training settings from the checkpoint on
             if json.loads((run / "status.json").read_text())["state"] != "finished":
