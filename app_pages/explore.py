@@ -23,7 +23,7 @@ from stpyvista import stpyvista
 
 from slicegan_core import jobs, load_model, scene, synthesize
 from slicegan_core.data import load_image
-from slicegan_core.export import provenance, save_volume
+from slicegan_core.export import provenance, save_volume, sidecar_files
 
 try:  # the metrics package is optional here: without it the page shows the volume only
     from slicegan_core.metrics import fit_lognormal, phase_statistics
@@ -35,7 +35,8 @@ MODELS_DIR = Path(os.environ.get("SLICEGAN_MODELS_DIR", ROOT / "models"))
 RUNS_DIR = Path(os.environ.get("SLICEGAN_RUNS_DIR", ROOT / "runs"))
 VIEW_SIZES = (32, 48, 64, 96, 128)
 EXPORT_SIZES = (128, 192, 256, 384)
-FORMATS = {".tif": "TIFF (ImageJ / Fiji)", ".npy": "NumPy .npy", ".vti": "VTK .vti (ParaView)"}
+FORMATS = {".tif": "TIFF (ImageJ / Fiji)", ".npy": "NumPy .npy", ".vti": "VTK .vti (ParaView)",
+           ".dream3d": "DREAM3D 6 .dream3d (+ .xdmf for ParaView)"}
 SECONDS_PER_VOXEL = 2e-6  # first guess for export progress, replaced by this machine's measured speed
 
 
@@ -130,7 +131,8 @@ def export_zip(model, volume, attrs: dict, seed: int, shape, periodic: bool, suf
         target = save_volume(Path(folder) / f"{stem}{suffix}", volume, model.voxel_size_um,
                              provenance(model, attrs, seed, shape, periodic))
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for file in (target, target.with_name(target.name + ".json")):
+            extras = [target.with_name(name) for name in sidecar_files(target, volume, model.voxel_size_um)]
+            for file in (target, target.with_name(target.name + ".json"), *extras):
                 archive.write(file, file.name)
     return f"{stem}.zip", buffer.getvalue()
 
@@ -407,14 +409,16 @@ else:
 
 st.subheader("Export")
 left, middle, right = st.columns([2, 2, 3], vertical_alignment="bottom")
-suffix = left.selectbox("Format", list(FORMATS), format_func=FORMATS.get, key="export_format")
+formats = [f for f in FORMATS if f != ".dream3d" or model.image_type == "n-phase"]   # DREAM3D: labels only
+suffix = left.selectbox("Format", formats, format_func=FORMATS.get, key="export_format")
 sizes = {side: f"as shown ({side}³)"} | {s: f"{s}³" for s in EXPORT_SIZES if s > side}
 export_side = middle.selectbox("Size", list(sizes), format_func=sizes.get, key=f"export_size_{side}")
 export_shape = (export_side,) * 3
 if periodic and export_side % model.voxels_per_latent:
     export_shape = (export_side // model.voxels_per_latent * model.voxels_per_latent,) * 3
 st.caption(f"A zip of the volume and its JSON provenance sidecar (model, {', '.join(model.attribute_names)}, "
-           "seed, shape). TIFF opens in ImageJ/Fiji with its voxel size; .vti opens in ParaView."
+           "seed, shape). TIFF opens in ImageJ/Fiji with its voxel size; .vti opens in ParaView; .dream3d in "
+           "DREAM3D 6, and its .xdmf in ParaView."
            + (" In A/B mode the export is volume A." if compare else ""))
 if export_shape == shape:
     name, payload = get_export(model_path, stamp, tuple(attrs_a.items()), seed, shape, periodic, suffix)

@@ -86,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", default="cpu", help="cpu (laptop, default), paper (the seed's, GPU) or tiny")
     p.add_argument("--run-dir", required=True, help="new directory for this run")
     p.add_argument("--steps", type=int, help="generator steps (overrides the preset)")
-    p.add_argument("--voxel-size", type=float, help="voxel edge in micrometres")
+    p.add_argument("--voxel-size", type=float, help="voxel edge in micrometres (default: a .dream3d file's spacing)")
+    p.add_argument("--dream3d-array", metavar="CONTAINER/CellData/ARRAY",
+                   help="cell array of the .dream3d data to train on (default: the first image container's Phases)")
     p.add_argument("--bf16", action="store_true",
                    help="bfloat16 autocast (the default where it is fast: CUDA, CPUs with AVX-512 BF16); "
                         "--set bf16=false forces float32")
@@ -107,7 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", type=_shape, default=(128, 128, 128), help="e.g. 128 or 256x256x128")
     p.add_argument("--periodic", action="store_true", help="opposite faces continue into each other")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    p.add_argument("--out", required=True, help="output file: .tif (ImageJ), .npy or .vti (ParaView)")
+    p.add_argument("--out", required=True,
+                   help="output file: .tif (ImageJ), .npy, .vti (ParaView) or .dream3d (DREAM3D 6, with an .xdmf "
+                        "that ParaView opens)")
 
     p = sub.add_parser("info", help="show a model's card")
     p.add_argument("model", nargs="?", default="models/default")
@@ -163,7 +167,16 @@ def cmd_train(args) -> int:
     if args.attr and len(args.attr) != len(args.data):
         raise ValueError(f"Give one --attr per --data (got {len(args.data)} --data and {len(args.attr)} --attr).")
     attrs = [_attrs(a) for a in args.attr] if args.attr else [{} for _ in args.data]
-    specs = [DatasetSpec(paths=tuple(p for p in d.split(",") if p), attrs=a) for d, a in zip(args.data, attrs)]
+    from .dream3d import ARRAY_SEPARATOR, isotropic_voxel_size, read_dream3d
+    def named(path: str) -> str:   # a .dream3d path carries the chosen array after '#'
+        if args.dream3d_array and path.lower().endswith(".dream3d"):
+            return f"{path}{ARRAY_SEPARATOR}{args.dream3d_array}"
+        return path
+    specs = [DatasetSpec(paths=tuple(named(p) for p in d.split(",") if p), attrs=a) for d, a in zip(args.data, attrs)]
+    if args.voxel_size is None:
+        dream3d = [p for spec in specs for p in spec.paths if ".dream3d" in p.lower()]
+        if dream3d:
+            args.voxel_size = isotropic_voxel_size(read_dream3d(dream3d[0])[1], f"DREAM3D file '{dream3d[0]}'")
     overrides = _settings(args.set)
     # Flags override --set only when given (an absent flag is None, which the preset ignores anyway, but it
     # must not replace a --set bf16=false).
@@ -198,8 +211,8 @@ def cmd_generate(args) -> int:
     from .generate import load_model
 
     suffix = Path(args.out).suffix.lower()
-    if suffix not in (".tif", ".tiff", ".npy", ".vti"):
-        raise ValueError(f"--out must end in .tif, .npy or .vti (got {args.out!r}).")
+    if suffix not in (".tif", ".tiff", ".npy", ".vti", ".dream3d"):
+        raise ValueError(f"--out must end in .tif, .npy, .vti or .dream3d (got {args.out!r}).")
     model = load_model(args.model, device=args.device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

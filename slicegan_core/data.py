@@ -46,7 +46,7 @@ import torch
 from PIL import Image
 
 IMAGE_TYPES = ("n-phase", "grayscale", "colour")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy", ".dream3d")
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,9 @@ def load_image(path) -> np.ndarray:
     Parameters
     ----------
     path : str or os.PathLike
-        A ``.png``, ``.jpg``/``.jpeg`` (PIL), ``.tif``/``.tiff`` (tifffile) or ``.npy`` file
-        (``np.load`` without pickles).
+        A ``.png``, ``.jpg``/``.jpeg`` (PIL), ``.tif``/``.tiff`` (tifffile), ``.npy`` file
+        (``np.load`` without pickles) or ``.dream3d`` file (h5py; its ``Phases`` array, or the array named
+        as ``file.dream3d#<container>/CellData/<array>``; anisotropic spacing is refused).
 
     Returns
     -------
@@ -93,13 +94,18 @@ def load_image(path) -> np.ndarray:
     ValueError
         If the file is missing, has an unsupported extension, or cannot be read.
     """
-    path = Path(path)
+    from .dream3d import isotropic_voxel_size, read_dream3d, split_path
+    path, dream3d_array = split_path(path)
     extension = path.suffix.lower()
     if not path.is_file():
         raise ValueError(f"Image file '{path}' does not exist; check the path.")
     if extension not in IMAGE_EXTENSIONS:
         raise ValueError(f"Image file '{path}' has unsupported extension '{path.suffix}'; "
                          f"save it as one of {', '.join(IMAGE_EXTENSIONS)}.")
+    if extension == ".dream3d":
+        array, spacing = read_dream3d(path, dream3d_array)      # its own one-sentence errors
+        isotropic_voxel_size(spacing, f"DREAM3D file '{path}'")
+        return array
     try:
         if extension == ".npy":
             array = np.load(path, allow_pickle=False)

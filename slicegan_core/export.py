@@ -18,11 +18,15 @@ import tifffile
 from . import __version__
 from .storage import atomic_write_bytes, atomic_write_text
 
-FORMATS = (".tif", ".tiff", ".npy", ".vti")
+FORMATS = (".tif", ".tiff", ".npy", ".vti", ".dream3d")
 
 
-def volume_bytes(volume: np.ndarray, suffix: str, voxel_size_um: float | None = None) -> bytes:
-    """Encode ``volume`` ((D, H, W) labels/intensities or (D, H, W, 3) colour) in the format of ``suffix``."""
+def volume_bytes(volume: np.ndarray, suffix: str, voxel_size_um: float | None = None, phase_values=None,
+                 provenance: dict | None = None) -> bytes:
+    """Encode ``volume`` ((D, H, W) labels/intensities or (D, H, W, 3) colour) in the format of ``suffix``.
+
+    ``.dream3d`` (DREAM3D 6 / SIMPL, labels only) stores ``Phases`` = phase index + 1 over ``phase_values``
+    (default: the values present) and ``provenance``; see :mod:`slicegan_core.dream3d`."""
     suffix = suffix.lower()
     if suffix not in FORMATS:
         raise ValueError(f"Unknown export format {suffix!r}; use one of {', '.join(FORMATS)}.")
@@ -38,7 +42,19 @@ def volume_bytes(volume: np.ndarray, suffix: str, voxel_size_um: float | None = 
         buffer = io.BytesIO()
         np.save(buffer, volume, allow_pickle=False)
         return buffer.getvalue()
+    if suffix == ".dream3d":
+        from .dream3d import dream3d_bytes
+        return dream3d_bytes(volume, voxel_size_um, phase_values, provenance)
     return _vti_bytes(volume, spacing)
+
+
+def sidecar_files(path: str | Path, volume: np.ndarray, voxel_size_um: float | None) -> dict[str, bytes]:
+    """Extra files that belong with an export: for ``.dream3d`` an ``.xdmf`` that ParaView opens directly."""
+    path = Path(path)
+    if path.suffix.lower() != ".dream3d":
+        return {}
+    from .dream3d import xdmf_text
+    return {path.with_suffix(".xdmf").name: xdmf_text(path.name, volume.shape[:3], voxel_size_um).encode()}
 
 
 def _vti_bytes(volume: np.ndarray, spacing: float) -> bytes:
@@ -56,14 +72,19 @@ def _vti_bytes(volume: np.ndarray, spacing: float) -> bytes:
 
 def save_volume(path: str | Path, volume: np.ndarray, voxel_size_um: float | None = None,
                 provenance: dict | None = None) -> Path:
-    """Write ``volume`` to ``path`` (.tif/.tiff/.npy/.vti by extension) plus ``<path>.json`` provenance.
+    """Write ``volume`` to ``path`` (.tif/.tiff/.npy/.vti/.dream3d by extension) plus ``<path>.json``
+    provenance (and, for .dream3d, an .xdmf for ParaView).
 
-    Returns the path written. Both files are written atomically (temp file + rename)."""
+    Returns the path written. Every file is written atomically (temp file + rename)."""
     path = Path(path)
-    data = volume_bytes(volume, path.suffix, voxel_size_um)
+    phase_values = [p["value"] for p in (provenance or {}).get("phases") or []] or None
+    data = volume_bytes(volume, path.suffix, voxel_size_um, phase_values=phase_values,
+                        provenance={k: v for k, v in (provenance or {}).items() if k in ("model_name", "attrs", "seed")})
     if not path.parent.exists():
         raise ValueError(f"Output folder {path.parent} does not exist; create it or choose another path.")
     atomic_write_bytes(path, data)
+    for name, extra in sidecar_files(path, volume, voxel_size_um).items():
+        atomic_write_bytes(path.with_name(name), extra)
     sidecar = {"file": path.name, "shape": list(volume.shape), "dtype": str(volume.dtype),
                "voxel_size_um": voxel_size_um, "axes": "ZYX" if volume.ndim == 3 else "ZYXC",
                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "package_version": __version__,
