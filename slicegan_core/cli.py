@@ -54,6 +54,10 @@ def _value(text: str):
     return text
 
 
+# The installed console command is ``slicegan``; from a checkout it is ``python -m slicegan_core``.
+PROG = "slicegan" if Path(sys.argv[0]).name == "slicegan" else "python -m slicegan_core"
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse whose usage errors are the CLI's one line (``error: ...``, status 2), not usage + message.
     Subcommand parsers inherit it (add_subparsers uses the parent's class)."""
@@ -63,7 +67,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="python -m slicegan_core",
+    parser = _Parser(prog=PROG,
                      description="SliceGAN Studio: steerable 3D microstructures from 2D images.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -103,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change a training setting from here on, e.g. --set threads=2 --set attr_jitter=0.3")
 
     p = sub.add_parser("generate", help="generate a volume from a model")
-    p.add_argument("--model", default="models/default", help="model directory (default models/default)")
+    p.add_argument("--model", default="default",
+                   help="model directory, or the name of a shipped model (default: default)")
     p.add_argument("--attr", type=_attrs, default=None, metavar="NAME=VALUE[,...]", help="e.g. alpha=0.35")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shape", type=_shape, default=(128, 128, 128), help="e.g. 128 or 256x256x128")
@@ -114,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "that ParaView opens)")
 
     p = sub.add_parser("info", help="show a model's card")
-    p.add_argument("model", nargs="?", default="models/default")
+    p.add_argument("model", nargs="?", default="default", help="model directory or shipped model name")
 
     sub.add_parser("evaluate", help="compare a generated volume with real data (see evaluate --help)",
                    add_help=False)

@@ -24,7 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .config import ModelConfig
-from .modelfile import default_phases, read_model
+from .modelfile import default_phases, read_model, resolve_model_path
 from .networks import Generator
 
 HALO = 0  # extra latent cells around a tile; 0 suffices: voxel g depends only on latent cells g//vpl .. g//vpl+2 (tested)
@@ -300,10 +300,12 @@ def _argmax_channels(scores: torch.Tensor) -> torch.Tensor:
 
 
 def load_model(path: str | Path, device: str = "auto", precision: str = "auto") -> Model:
-    """Load a model directory (``model.safetensors`` + ``model.json``).
+    """Load a model directory (``model.safetensors`` + ``model.json``), or a shipped model by name
+    (``"default"``).
 
     >>> model = load_model("models/default")                              # doctest: +SKIP
     >>> volume = model.generate({"alpha": 0.35}, seed=7, shape=(64, 64, 64))  # doctest: +SKIP
     """
+    path = resolve_model_path(path)        # "default" -> the shipped default model, from any directory
     config, weights, info = read_model(path)
     return Model(config, weights, info, device=device, precision=precision, path=str(path))

@@ -106,7 +106,7 @@ def train_command(run_dir: str | Path, datasets, preset: str = "cpu", steps: int
     """
     if not datasets:
         raise ValueError("datasets is empty; add at least one training dataset.")
-    command = [sys.executable, "-m", "slicegan_core", "train", "--run-dir", str(run_dir),
+    command = [sys.executable, "-m", "slicegan_core", "train", "--run-dir", str(Path(run_dir).resolve()),
                "--preset", str(preset), "--image-type", str(image_type)]
     for spec in datasets:
         spec = spec if isinstance(spec, DatasetSpec) else DatasetSpec(**spec)
@@ -151,7 +151,7 @@ def resume_training(run_dir: str | Path, steps: int | None = None) -> RunStatus:
     current = run_status(run_dir)
     if current.active:
         raise ValueError(f"Run {run_dir.name} is still {current.state}; stop it before resuming.")
-    command = [sys.executable, "-m", "slicegan_core", "resume", str(run_dir)]
+    command = [sys.executable, "-m", "slicegan_core", "resume", str(run_dir.resolve())]
     if steps is not None:
         if int(steps) <= current.step:
             raise ValueError(f"steps must be more than the {current.step} steps already done (got {steps}).")
@@ -183,10 +183,13 @@ def _launch(run_dir: Path, command: list[str], exclusive: bool) -> RunStatus:
     with open(run_dir / LOG_FILE, "a") as log:
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
-        # A new session: the run is not killed with the app (or a Ctrl-C in its terminal).
+        # A new session: the run is not killed with the app (or a Ctrl-C in its terminal). It runs in its own
+        # directory with every path absolute, and finds this package whether it is installed or a checkout.
+        package_root = str(Path(__file__).resolve().parents[1])
+        python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   cwd=Path(__file__).resolve().parents[1], start_new_session=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                   cwd=run_dir.resolve(), start_new_session=True,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": python_path})
     record["pid"] = process.pid
     atomic_write_text(run_dir / JOB_FILE, json.dumps(record, indent=2))
     return run_status(run_dir)

@@ -41,6 +41,28 @@ def save_model(directory: str | Path, generator: torch.nn.Module, config: ModelC
     return directory
 
 
+def shipped_model_dirs() -> list[Path]:
+    """Folders searched for a model given by name ("default"): ``SLICEGAN_MODELS_DIR`` if set, the package's
+    own ``models/`` (an installed package ships the default model as package data), then a checkout's
+    top-level ``models/``."""
+    import os
+    here = Path(__file__).resolve().parent
+    folders = [Path(os.environ["SLICEGAN_MODELS_DIR"])] if os.environ.get("SLICEGAN_MODELS_DIR") else []
+    return folders + [here / "models", here.parent / "models"]
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """A model directory as given, or, for a bare name such as ``"default"`` that is not a directory here, the
+    shipped model of that name (see :func:`shipped_model_dirs`)."""
+    path = Path(path)
+    if path.is_dir() or len(path.parts) != 1:
+        return path
+    for folder in shipped_model_dirs():
+        if (folder / path.name / INFO_FILE).is_file():
+            return folder / path.name
+    return path
+
+
 def read_model(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tensor], dict]:
     """Read a model directory -> (config, generator state_dict, model.json as a dict).
 

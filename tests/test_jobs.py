@@ -72,7 +72,7 @@ print(jobs.start_training({str(run_dir)!r}, specs, preset="tiny", steps=100_000,
     launched = subprocess.run([sys.executable, "-c", launcher, *arguments], capture_output=True, text=True,
                               cwd=Path(__file__).resolve().parents[1], check=True, timeout=120)
     assert launched.stdout.strip() in ("starting", "running") and jobs.run_status(run_dir).active
-    with pytest.raises(ValueError, match="already used"):           # a second launch cannot share the folder
+    with pytest.raises(ValueError, match="already used|already holds a run"):   # a second launch cannot share it
         jobs.start_training(run_dir, tiny_specs, preset="tiny")
     running = wait_for(run_dir, lambda s: s.state == "running" and s.has_model and s.step >= 5)
     assert running.steps == 100_000 and running.eta_s > 0

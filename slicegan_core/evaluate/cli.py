@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,9 @@ from ._report import write_json
 from .compare import compare
 from .plots import compare_figures, save_figures, steering_figures
 from .steering import steering
+
+# the same command name as the main parser (``slicegan`` when installed)
+PROG = "slicegan" if Path(sys.argv[0]).name == "slicegan" else "python -m slicegan_core"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 def evaluate_main(argv=None) -> int:
     """``evaluate --real A --generated B [--json out.json] [--plots dir/]``: compare two label files."""
-    parser = _Parser(prog="python -m slicegan_core evaluate",
+    parser = _Parser(prog=f"{PROG} evaluate",
                      description="Compare a generated label volume with real label data (.npy, .tif, .png). "
                                  "A 2D real image is compared with 2D slices of the generated volume.")
     parser.add_argument("--real", required=True, help="real labels: (H, W) image or (D, H, W) volume")
@@ -51,7 +55,7 @@ def evaluate_main(argv=None) -> int:
 
 def steering_main(argv=None) -> int:
     """``steering --model DIR --values 0.1:0.7:13 --seeds 4 [--json out.json] [--plots dir/]``."""
-    parser = _Parser(prog="python -m slicegan_core steering",
+    parser = _Parser(prog=f"{PROG} steering",
                      description="Sweep one attribute of a model, generate several seeds per value, and measure "
                                  "sigma of ln(ESD) and of ln(chord) per phase (commanded vs measured).")
     parser.add_argument("--model", required=True, help="model folder (model.json + model.safetensors)")
