@@ -3,7 +3,8 @@
     python bench/watch_table.py runs/default [runs/other ...]
 
 One row per watched step: wall minutes of training, mean / std of ln(chord) per alpha, phase fractions at
-alpha 0.15 and islands per million voxels at 0.15 / 0.6 (generated, truth in the header).
+alpha 0.15, islands per million voxels at 0.15 / 0.6 (under 20 voxels, phases pooled) and, where the watcher
+recorded them, islands of at most 4 voxels per phase at 0.15 (generated, truth in the header).
 """
 from __future__ import annotations
 
@@ -33,15 +34,17 @@ def table(run: Path) -> str:
     truth = " ".join(f"{a:g}: {by_alpha[a]['truth_mean_ln_chord']} / {by_alpha[a]['truth_std_ln_chord']}"
                      for a in ALPHAS if by_alpha.get(a, {}).get("truth_mean_ln_chord") is not None)
     lines = [f"**{run}** (truth mean / std ln chord, {truth})", "",
-             "| step | wall min | " + " | ".join(f"alpha {a:g}" for a in ALPHAS) + " | vf at 0.15 | islands/M 0.15 / 0.6 |",
-             "|---" * (len(ALPHAS) + 4) + "|"]
+             "| step | wall min | " + " | ".join(f"alpha {a:g}" for a in ALPHAS)
+             + " | vf at 0.15 | islands/M 0.15 / 0.6 | <= 4 voxels/M at 0.15 |",
+             "|---" * (len(ALPHAS) + 5) + "|"]
     for entry in entries:
         rows = {r["alpha"]: r for r in entry["rows"]}
         minutes = wall_minutes(run, entry["step"])
         cells = [f"{rows[a]['mean_ln_chord']:.2f} / {rows[a]['std_ln_chord']:.2f}" if a in rows else "" for a in ALPHAS]
         vf = " ".join(f"{v:.2f}".lstrip("0") for v in rows[0.15]["vf"])
         islands = " / ".join(str(rows[a].get("islands_per_million", "")) for a in (0.15, 0.6))
-        lines.append(f"| {entry['step']} | {minutes:.0f} | " + " | ".join(cells) + f" | {vf} | {islands} |")
+        small = " / ".join(str(v) for v in rows[0.15].get("small_islands") or [])
+        lines.append(f"| {entry['step']} | {minutes:.0f} | " + " | ".join(cells) + f" | {vf} | {islands} | {small} |")
     return "\n".join(lines)
 
 
