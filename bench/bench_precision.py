@@ -83,12 +83,9 @@ def measure(run, batches: int) -> dict:
 
 def fresh_run(preset_name: str, folder: Path):
     from slicegan_core.config import ModelConfig, TrainConfig, preset, to_dict
-    from slicegan_core.synthetic import synthesize
-    datasets = []
-    for seed, alpha in enumerate((0.15, 0.6)):
-        path = folder / f"v{alpha}.npy"
-        np.save(path, synthesize(shape=(72, 72, 72), sigma=alpha, median_esd=8.0, seed=seed).labels)
-        datasets.append({"paths": [str(path)], "attrs": {"alpha": alpha}})
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_core import make_data
+    datasets = make_data(folder)   # two synthetic 72^3 volumes, alpha 0.15 and 0.6
     model_fields, train_fields = preset(preset_name, device="cpu", batch_size=2 if preset_name == "paper" else 4)
     config = {"model": to_dict(ModelConfig(**{**model_fields, "attribute_ranges": ((0.15, 0.6),)})),
               "train": to_dict(TrainConfig(**train_fields)),

@@ -41,17 +41,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PATCH, Z_CHANNELS, N_PHASES, CODE_DIM = 64, 16, 3, 128
-ALPHAS = (0.15, 0.6)
+ALPHAS = (0.15, 0.6)   # as bench_core.make_data
 
 
-def make_data(folder: Path) -> list[Path]:
-    from slicegan_core.synthetic import synthesize
-    paths = []
-    for seed, alpha in enumerate(ALPHAS):
-        path = folder / f"synthetic_{alpha:g}.npy"
-        np.save(path, synthesize(shape=(72, 72, 72), sigma=alpha, median_esd=8.0, seed=seed).labels)
-        paths.append(path)
-    return paths
+def make_data(folder: Path) -> list[str]:
+    """The two synthetic 72^3 volumes of bench_core's training block (alpha 0.15 and 0.6), as paths."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_core import make_data as datasets
+    return [d["paths"][0] for d in datasets(folder)]
 
 
 # ---- the seed's code --------------------------------------------------------------------------------------
@@ -170,7 +167,7 @@ def main():
     print("-" * len(header))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        data_paths = [str(p) for p in make_data(folder)]
+        data_paths = make_data(folder)
         for batch in args.batches:
             result = subprocess.run([sys.executable, __file__, "--ref-dir", str(ref_dir), "--child-seed", str(batch),
                                      "--steps", str(args.steps), "--threads", str(args.threads), "--data", *data_paths],
