@@ -108,6 +108,9 @@ class TrainConfig:
     # the run exports and samples. WGAN generators trained at a high learning rate oscillate around a good
     # solution, and the oscillation shows as speckle; the average sits in the middle. 0 = off.
     ema_decay: float = 0.0
+    # Weight of train.single_voxel_islands (expected one-voxel phase islands per thousand voxels of the fake
+    # volumes) in the generator's loss; n-phase only. 0 = off.
+    island_penalty: float = 0.0
     checkpoint_every: int = 200               # generator steps
     log_every: int = 10
     seed: int = 0

@@ -344,3 +344,20 @@ def test_one_real_patch_per_fake_slice_is_still_possible_and_settings_are_valida
         TrainConfig(batch_size=4, penalty_pairs_per_axis=5)
     with pytest.raises(ValueError, match="real_patches_per_axis"):
         TrainConfig(real_patches_per_axis=0)
+
+
+def test_single_voxel_islands_counts_one_voxel_islands_of_one_hot_volumes_and_has_a_gradient(tmp_path):
+    from slicegan_core.metrics import island_density
+    labels = np.zeros((2, 12, 12, 12), np.int64)
+    labels[0, 4, 4, 4] = 1                      # two single-voxel islands inside, one 8-voxel block
+    labels[0, 8, 8, 8] = 2
+    labels[1, 2:4, 2:4, 2:4] = 1
+    probabilities = torch.nn.functional.one_hot(torch.from_numpy(labels), 3).permute(0, 4, 1, 2, 3).float()
+    probabilities.requires_grad_(True)
+    value = train_module.single_voxel_islands(probabilities)
+    assert value.item() == pytest.approx(1000 * 2 / (2 * 10 ** 3))          # per thousand interior voxels
+    assert island_density(labels[0], [1], max_size=1)[1] > 0
+    value.backward()
+    assert probabilities.grad.abs().sum() > 0
+    run_dir = train(_skewed_specs(tmp_path), tmp_path / "run", preset_name="tiny", steps=2, island_penalty=5.0)
+    assert json.loads((run_dir / "config.json").read_text())["train"]["island_penalty"] == 5.0
