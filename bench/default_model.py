@@ -52,7 +52,7 @@ RECIPES = {
                              slices_per_axis=16, generator_slices_per_axis=64),
            "schedule": [(2000, {}), (4500, {"attr_jitter": 0.3})]},
 }
-SHIPPED = "v2"
+SHIPPED = "v3"
 
 
 def data_path(out: Path, sigma: float) -> Path:
