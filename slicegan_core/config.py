@@ -111,6 +111,9 @@ class TrainConfig:
     # Weight of train.single_voxel_islands (expected one-voxel phase islands per thousand voxels of the fake
     # volumes) in the generator's loss; n-phase only. 0 = off.
     island_penalty: float = 0.0
+    # The penalty sees softmax(logits / island_temperature): above 1 it reaches confident islands, whose
+    # plain softmax gradient P(1 - P) vanishes.
+    island_temperature: float = 1.0
     checkpoint_every: int = 200               # generator steps
     log_every: int = 10
     seed: int = 0

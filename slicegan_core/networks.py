@@ -128,11 +128,13 @@ class Generator(nn.Module):
             if collect_stats is not None:
                 collect_stats.append(layer_stats)
             x = F.relu(self.adain(x, *styles[i], stats=layer_stats))
-        if not activate:
-            return x
+        return self.activate(x) if activate else x
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits -> probabilities: softmax over phases (n-phase), sigmoid otherwise; float32."""
         if self.config.image_type == "n-phase":
-            return torch.softmax(x.float(), dim=1)
-        return torch.sigmoid(x.float())
+            return torch.softmax(logits.float(), dim=1)
+        return torch.sigmoid(logits.float())
 
 
 def _upsample_logits(logits: torch.Tensor) -> torch.Tensor:

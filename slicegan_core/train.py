@@ -78,7 +78,8 @@ def _train_loop(run: "Run") -> str:
             with run.autocast():
                 loss_g = loss_g - critic(fake_slices, slice_attrs).mean()
         if cfg.island_penalty and run.model_config.image_type == "n-phase":
-            loss_g = loss_g + cfg.island_penalty * single_voxel_islands(fake)
+            softened = torch.softmax(run.last_logits.float() / cfg.island_temperature, dim=1)
+            loss_g = loss_g + cfg.island_penalty * single_voxel_islands(softened)
         loss_g.backward()
         critics.requires_grad_(True)
         run.opt_g.step()
@@ -176,7 +177,8 @@ class Run:
         attrs = attrs.to(self.device)
         z = torch.randn((batch, self.model_config.z_channels, 4, 4, 4), generator=self.torch_rng).to(self.device)
         with torch.set_grad_enabled(grad), self.autocast():
-            fake = self.G(z, attrs)
+            self.last_logits = self.G(z, attrs, activate=False)
+        fake = self.G.activate(self.last_logits)
         return dataset_index, attrs, fake
 
     @torch.no_grad()
