@@ -172,7 +172,7 @@ def cmd_train(args) -> int:
     if args.attr and len(args.attr) != len(args.data):
         raise ValueError(f"Give one --attr per --data (got {len(args.data)} --data and {len(args.attr)} --attr).")
     attrs = [_attrs(a) for a in args.attr] if args.attr else [{} for _ in args.data]
-    from .dream3d import ARRAY_SEPARATOR, isotropic_voxel_size, read_dream3d
+    from .dream3d import ARRAY_SEPARATOR, isotropic_voxel_size, read_spacing
     def named(path: str) -> str:   # a .dream3d path carries the chosen array after '#'
         if args.dream3d_array and path.lower().endswith(".dream3d"):
             return f"{path}{ARRAY_SEPARATOR}{args.dream3d_array}"
@@ -181,7 +181,7 @@ def cmd_train(args) -> int:
     if args.voxel_size is None:
         dream3d = [p for spec in specs for p in spec.paths if ".dream3d" in p.lower()]
         if dream3d:
-            args.voxel_size = isotropic_voxel_size(read_dream3d(dream3d[0])[1], f"DREAM3D file '{dream3d[0]}'")
+            args.voxel_size = isotropic_voxel_size(read_spacing(dream3d[0]), f"DREAM3D file '{dream3d[0]}'")
     overrides = _settings(args.set)
     # Flags override --set only when given (an absent flag is None, which the preset ignores anyway, but it
     # must not replace a --set bf16=false).

@@ -39,12 +39,35 @@ def _image_containers(f) -> list[str]:
     return names
 
 
+def _cell_arrays(f) -> list[str]:
+    """Every cell array of every image container of an open file, as ``<container>/CellData/<array>``."""
+    import h5py
+    return [f"{c}/CellData/{a}" for c in _image_containers(f)
+            for a, item in f["DataContainers"][c].get("CellData", {}).items() if isinstance(item, h5py.Dataset)]
+
+
 def list_arrays(path) -> list[str]:
     """Every cell array of every image container, as ``<container>/CellData/<array>``."""
     import h5py
     with h5py.File(split_path(path)[0], "r") as f:
-        return [f"{c}/CellData/{a}" for c in _image_containers(f)
-                for a, item in f["DataContainers"][c].get("CellData", {}).items() if isinstance(item, h5py.Dataset)]
+        return _cell_arrays(f)
+
+
+def read_spacing(path) -> tuple[float, float, float]:
+    """``SPACING`` (x, y, z) of the first image container, without reading any array."""
+    import h5py
+    file = split_path(path)[0]
+    if not file.is_file():
+        raise ValueError(f"DREAM3D file '{file}' does not exist; check the path.")
+    try:
+        with h5py.File(file, "r") as f:
+            containers = _image_containers(f)
+            if not containers:
+                raise ValueError(f"DREAM3D file '{file}' has no image-geometry data container; export the "
+                                 "structure on an image geometry in DREAM3D.")
+            return tuple(float(s) for s in f["DataContainers"][containers[0]]["_SIMPL_GEOMETRY"]["SPACING"][()])
+    except OSError as error:
+        raise ValueError(f"DREAM3D file '{file}' could not be read as HDF5 ({error}).") from None
 
 
 def read_dream3d(path, array: str | None = None) -> tuple[np.ndarray, tuple[float, float, float]]:
@@ -85,7 +108,7 @@ def read_dream3d(path, array: str | None = None) -> tuple[np.ndarray, tuple[floa
         if not containers:
             raise ValueError(f"DREAM3D file '{file}' has no image-geometry data container; export the "
                              "structure on an image geometry in DREAM3D.")
-        available = [f"{c}/CellData/{a}" for c in containers for a in f["DataContainers"][c].get("CellData", {})]
+        available = _cell_arrays(f)
         if array is None:
             array = next((a for a in available if a.endswith("/CellData/Phases")), None)
             if array is None:

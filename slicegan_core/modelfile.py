@@ -7,6 +7,7 @@ training metrics. Nothing is ever unpickled.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -45,7 +46,6 @@ def shipped_model_dirs() -> list[Path]:
     """Folders searched for a model given by name ("default"): ``SLICEGAN_MODELS_DIR`` if set, the package's
     own ``models/`` (an installed package ships the default model as package data), then a checkout's
     top-level ``models/``."""
-    import os
     here = Path(__file__).resolve().parent
     folders = [Path(os.environ["SLICEGAN_MODELS_DIR"])] if os.environ.get("SLICEGAN_MODELS_DIR") else []
     return folders + [here / "models", here.parent / "models"]

@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
 
+from ..cli import PROG   # the main parser's command name (``slicegan`` when installed)
 from ._report import write_json
 from .compare import compare
 from .plots import compare_figures, save_figures, steering_figures
 from .steering import steering
-
-# the same command name as the main parser (``slicegan`` when installed)
-PROG = "slicegan" if Path(sys.argv[0]).name == "slicegan" else "python -m slicegan_core"
 
 
 class _Parser(argparse.ArgumentParser):
