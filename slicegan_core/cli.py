@@ -143,7 +143,8 @@ def _guard(action) -> int:
     try:
         result = action()
         return int(result or 0)
-    except (ValueError, FileNotFoundError, IsADirectoryError, PermissionError) as error:
+    except (ValueError, argparse.ArgumentTypeError, FileNotFoundError, IsADirectoryError, PermissionError,
+            NotADirectoryError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -189,8 +190,18 @@ def cmd_train(args) -> int:
                                              bf16=True if args.bf16 else None).items() if v is not None})
     run_dir = train(specs, args.run_dir, preset_name=args.preset, image_type=args.image_type,
                     voxel_size_um=args.voxel_size, **overrides)
-    print(f"run finished or stopped: {run_dir} (model in {Path(run_dir) / 'model'})")
+    print(_outcome(run_dir))
     return 0
+
+
+def _outcome(run_dir) -> str:
+    """One line: how the run ended (status.json) and where its model is, or how to go on."""
+    status = json.loads((Path(run_dir) / "status.json").read_text())
+    where = f"model in {Path(run_dir) / 'model'}"
+    if status["state"] == "stopped":
+        return (f"run stopped at step {status['step']} of {status['steps']}: {run_dir} ({where}; "
+                f"continue with: {PROG} resume {run_dir})")
+    return f"run {status['state']} at step {status['step']}: {run_dir} ({where})"
 
 
 def _settings(items: list[str]) -> dict:
@@ -207,7 +218,7 @@ def cmd_resume(args) -> int:
     from .train import resume
 
     run_dir = resume(args.run_dir, steps=args.steps, **_settings(args.set))
-    print(f"run finished or stopped: {run_dir}")
+    print(_outcome(run_dir))
     return 0
 
 

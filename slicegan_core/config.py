@@ -8,10 +8,72 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
+import typing
 from dataclasses import dataclass, field
 
 CONDITIONINGS = ("none", "channel", "projection")
 OUTPUT_LAYERS = ("transposed", "upsample")
+MAX_WIDTH = 4096        # channels of one layer; wider networks do not fit any GPU at 64^3
+MAX_SEED = 2 ** 63 - 1  # what torch.manual_seed and numpy's generators accept
+
+
+def _describe_type(annotation) -> str:
+    return {int: "a whole number", float: "a number", str: "a text value", bool: "true or false"}.get(
+        annotation, "a list of values")
+
+
+def _type_error(annotation, value) -> bool:
+    """True when ``value`` does not have the declared ``annotation`` (JSON-level types: bool is not a
+    number, an int is a float, tuples hold their element type)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return all(_type_error(a, value) for a in args)
+    if annotation is type(None):
+        return value is not None
+    if annotation is bool:
+        return not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, bool) or not isinstance(value, int)
+    if annotation is float:
+        return isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    if annotation is str:
+        return not isinstance(value, str)
+    if origin is tuple:
+        if not isinstance(value, tuple):
+            return True
+        if len(args) == 2 and args[1] is Ellipsis:
+            return any(_type_error(args[0], v) for v in value)
+        return len(value) != len(args) or any(_type_error(a, v) for a, v in zip(args, value))
+    return False
+
+
+def _check_types(config) -> None:
+    """Refuse a field whose value is not of its declared type, with one sentence naming it."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if _type_error(hints[f.name], value):
+            optional = typing.get_origin(hints[f.name]) in (typing.Union, types.UnionType)
+            base = [a for a in typing.get_args(hints[f.name]) if a is not type(None)][0] if optional \
+                else hints[f.name]
+            kind = _describe_type(base)
+            if typing.get_origin(base) is tuple:
+                inner = typing.get_args(base)[0]
+                kind = f"a comma-separated list of {_describe_type(inner).removeprefix('a ')}s" \
+                    if inner in (int, float, str) else "a list of (low, high) number pairs"
+            none = " or null" if optional else ""
+            raise ValueError(f"{f.name} must be {kind}{none} (got {value!r}).")
+
+
+def _check_range(name: str, value, low=None, high=None, low_open=False, high_open=False) -> None:
+    """Refuse ``value`` outside [low, high] (or the open ends), naming the field and the allowed range."""
+    below = low is not None and (value <= low if low_open else value < low)
+    above = high is not None and (value >= high if high_open else value > high)
+    if below or above:
+        left = "" if low is None else f"{'above' if low_open else 'at least'} {low}"
+        right = "" if high is None else f"{'below' if high_open else 'at most'} {high}"
+        raise ValueError(f"{name} must be {' and '.join(p for p in (left, right) if p)} (got {value!r}).")
 
 
 @dataclass(frozen=True)
@@ -47,6 +109,22 @@ class ModelConfig:
     output_layer: str = "transposed"
 
     def __post_init__(self):
+        _check_types(self)
+        for name in ("n_channels", "z_channels", "code_dim", "mlp_width", "mlp_layers"):
+            _check_range(name, getattr(self, name), 1, MAX_WIDTH)
+        for name in ("g_widths", "d_widths"):
+            for width in getattr(self, name):
+                _check_range(f"every entry of {name}", width, 1, MAX_WIDTH)
+        if self.image_type not in ("n-phase", "grayscale", "colour"):
+            raise ValueError(f"image_type must be 'n-phase', 'grayscale' or 'colour' (got {self.image_type!r}).")
+        if self.code_normalisation not in ("range", "none"):
+            raise ValueError(f"code_normalisation must be 'range' or 'none' (got {self.code_normalisation!r}).")
+        if self.sigma_activation not in ("softplus", "relu"):
+            raise ValueError(f"sigma_activation must be 'softplus' or 'relu' (got {self.sigma_activation!r}).")
+        for low, high in self.attribute_ranges:
+            if low > high:
+                raise ValueError(f"attribute_ranges must hold (low, high) pairs with low <= high "
+                                 f"(got {self.attribute_ranges}).")
         n_layers = math.log2(self.patch_size) - 1
         if n_layers != int(n_layers) or n_layers < 3:
             raise ValueError(f"patch_size must be a power of two >= 16 (got {self.patch_size}); use 32, 64 or 128.")
@@ -121,11 +199,22 @@ class TrainConfig:
     threads: int = 0                          # torch CPU threads; 0 = torch's default
 
     def __post_init__(self):
+        _check_types(self)
+        for name in ("steps", "batch_size", "critic_steps", "checkpoint_every", "log_every"):
+            _check_range(name, getattr(self, name), 1)
         for name in ("slices_per_axis", "generator_slices_per_axis", "real_patches_per_axis",
                      "penalty_pairs_per_axis"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive whole number or null (got {value!r}).")
+            if getattr(self, name) is not None:
+                _check_range(name, getattr(self, name), 1)
+        for name in ("lr_g", "lr_d", "island_temperature"):
+            _check_range(name, getattr(self, name), 0, low_open=True)
+        for name in ("beta1", "beta2", "ema_decay"):
+            _check_range(name, getattr(self, name), 0, 1, high_open=True)
+        for name in ("gp_lambda", "attr_jitter", "island_penalty", "threads"):
+            _check_range(name, getattr(self, name), 0)
+        _check_range("seed", self.seed, 0, MAX_SEED)
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (got {self.device!r}).")
         real, pairs = self.real_patches_per_axis or self.batch_size, self.penalty_pairs_per_axis
         if pairs is not None and pairs > real:
             raise ValueError(f"penalty_pairs_per_axis ({pairs}) cannot exceed the real patches per axis ({real}); "
@@ -180,7 +269,10 @@ def to_dict(config) -> dict:
 
 
 def from_dict(cls, data: dict):
-    """JSON dict -> dataclass, turning lists back into tuples and ignoring unknown keys from newer versions."""
+    """JSON dict -> dataclass, turning lists back into tuples and ignoring unknown keys from newer versions.
+    Raises ValueError (one sentence) when ``data`` is not a dict or a value is invalid."""
+    if not isinstance(data, dict):
+        raise ValueError(f"the {cls.__name__} section must be a JSON object, not {type(data).__name__}.")
     names = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for key, value in data.items():

@@ -108,11 +108,29 @@ def load_image(path) -> np.ndarray:
         return array
     try:
         if extension == ".npy":
-            array = np.load(path, allow_pickle=False)
+            # The header first (a memory map reads no data), so a huge declared shape is refused unread.
+            mapped = np.load(path, mmap_mode="r", allow_pickle=False)
+            _check_declared_size(path, mapped.shape, mapped.dtype)
+            array = np.array(mapped)
+            del mapped
         elif extension in (".tif", ".tiff"):
-            array = tifffile.imread(path)
+            with tifffile.TiffFile(path) as tif:
+                series = tif.series[0]
+                _check_declared_size(path, series.shape, series.dtype)
+                array = series.asarray()
         else:
             array = _read_with_pil(path)
+    except MemoryError:
+        raise ValueError(f"Image file '{path}' does not fit in memory; crop or downsample it.") from None
+    except ValueError as error:
+        if "allow_pickle" in str(error) or "Python objects" in str(error):
+            raise ValueError(f"Image file '{path}' holds Python objects, which SliceGAN Studio never loads "
+                             "(unpickling can run code); save the array with a numeric dtype such as "
+                             "uint8.") from None
+        if str(error).startswith("Image file"):
+            raise
+        raise ValueError(f"Image file '{path}' could not be read ({error}); "
+                         f"check that it is a valid {extension} file.") from None
     except Exception as error:  # each reader raises its own types; the user only needs "unreadable"
         raise ValueError(f"Image file '{path}' could not be read ({error}); "
                          f"check that it is a valid {extension} file.") from error
@@ -122,13 +140,45 @@ def load_image(path) -> np.ndarray:
                          "(integers or floats).")
     if array.dtype == np.float16:
         array = array.astype(np.float32)
+    stored_shape = array.shape
     if array.ndim >= 3 and array.shape[0] == 1:  # single-page TIFF / stack of one
         array = array[0]
-    if array.ndim >= 3 and array.shape[-1] in (1, 2):  # grey (+ alpha)
+    if array.ndim >= 3 and array.shape[-1] == 2:
+        raise ValueError(f"Image file '{path}' has shape {stored_shape}, two values per pixel; give one value "
+                         "per pixel or voxel, (H, W) or (D, H, W), or colour (..., 3).")
+    if array.ndim >= 3 and array.shape[-1] == 1:  # a trailing single channel
         array = array[..., 0]
     elif array.ndim in (3, 4) and array.shape[-1] == 4:  # RGBA
         array = array[..., :3]
+    if array.ndim > 4 or (array.ndim == 4 and array.shape[-1] != 3):
+        raise ValueError(f"Image file '{path}' has {len(stored_shape)} dimensions (shape {stored_shape}); give "
+                         "a 2D image (H, W), a 3D stack (D, H, W) or colour (..., 3).")
     return np.ascontiguousarray(array)
+
+
+def available_memory_bytes() -> int:
+    """Memory the system can give this process now, in bytes (Linux MemAvailable; else free pages)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62    # unknown: do not refuse
+
+
+def _check_declared_size(path: Path, shape, dtype) -> None:
+    """Refuse a file whose declared array cannot be loaded: it needs its own bytes plus a one-byte-per-voxel
+    phase index next to it while training data is prepared."""
+    needed = int(np.prod(shape, dtype=np.float64) * (np.dtype(dtype).itemsize + 1))
+    available = available_memory_bytes()
+    if needed > available:
+        raise ValueError(f"Image file '{path}' declares a {' x '.join(map(str, shape))} {np.dtype(dtype)} array "
+                         f"that needs {needed / 2**30:.1f} GiB to load, but {available / 2**30:.1f} GiB of memory "
+                         "is available; crop or downsample it.")
 
 
 def _read_with_pil(path: Path) -> np.ndarray:
@@ -251,7 +301,7 @@ class TrainingData:
         if self.image_type != "n-phase":
             return {}
         # mean over views, so each view (direction) counts equally whatever its pixel count
-        counts = [np.bincount(a.ravel(), minlength=self.n_channels) / a.size for a in arrays]
+        counts = [value_counts(a, self.n_channels)[:self.n_channels] / a.size for a in arrays]
         return {v: float(f) for v, f in zip(self.phase_values, np.mean(counts, axis=0))}
 
     def phase_fractions(self) -> list[dict]:
@@ -430,9 +480,21 @@ def _labels_of(array: np.ndarray, name: str) -> np.ndarray:
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]  # one int per colour, 0xRRGGBB
 
 
+def value_counts(values: np.ndarray, minlength: int = 0) -> np.ndarray:
+    """``np.bincount`` of a (u)int8/16 or bool array of any shape, in chunks: bincount casts its input to
+    int64, and one wide copy of a 1 GB stack would cost 8 GB."""
+    flat = values.reshape(-1)
+    counts = np.zeros(max(minlength, 1 << (8 * values.dtype.itemsize)), np.int64)
+    chunk = 1 << 24
+    for start in range(0, flat.size, chunk):
+        part = np.bincount(flat[start:start + chunk], minlength=counts.size)
+        counts[:part.size] += part
+    return counts
+
+
 def _distinct(labels: np.ndarray) -> np.ndarray:
     if labels.dtype.kind in "bu" and labels.dtype.itemsize <= 2:  # bincount is far faster than sort
-        return np.flatnonzero(np.bincount(labels.ravel().astype(np.intp)))
+        return np.flatnonzero(value_counts(labels))
     return np.unique(labels)
 
 
@@ -466,7 +528,7 @@ def _to_phase_indices(raws, specs, max_phases: int):
             if labels.dtype == np.uint8 or labels.dtype == bool:
                 lookup = np.zeros(256, dtype=np.uint8)
                 lookup[values.astype(np.intp)] = np.arange(values.size)
-                index = lookup[labels.astype(np.uint8)]
+                index = lookup[labels.view(np.uint8) if labels.dtype == bool else labels]
             else:
                 index = np.searchsorted(values, labels).astype(np.uint8)
             indices.append(np.ascontiguousarray(index))

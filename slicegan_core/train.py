@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import fcntl
 import json
 import os
 import signal
@@ -129,15 +130,16 @@ def gradient_penalty(critic, real, fake, attrs, generator: torch.Generator) -> t
 class Run:
     """Everything a training run holds; built fresh by :func:`train` or from disk by :func:`resume`."""
 
-    def __init__(self, run_dir: Path, config: dict):
+    def __init__(self, run_dir: Path, config: dict, data: TrainingData | None = None):
         self.dir = run_dir
         self.config = config
         self.model_config = from_dict(ModelConfig, config["model"])
         self.train_config = from_dict(TrainConfig, config["train"])
         data_cfg = config["data"]
         specs = [DatasetSpec(paths=tuple(d["paths"]), attrs=d["attrs"]) for d in data_cfg["datasets"]]
-        self.data: TrainingData = load_training_data(specs, image_type=data_cfg["image_type"],
-                                                     patch_size=self.model_config.patch_size)
+        # ``data``: already loaded from these specs by train() (loading twice would double peak memory)
+        self.data: TrainingData = data or load_training_data(specs, image_type=data_cfg["image_type"],
+                                                             patch_size=self.model_config.patch_size)
         self.device = pick_device(self.train_config.device)
         self.bf16 = resolve_bf16(self.train_config.bf16, self.device)
         if self.train_config.threads:
@@ -391,8 +393,6 @@ def train(datasets, run_dir, preset_name: str = "cpu", image_type: str = "n-phas
                                   "attribute_names": tuple(data.attribute_names), "attribute_ranges": ranges,
                                   "isotropic": data.isotropic})
     train_config = TrainConfig(**train_fields)
-    if (run_dir / "config.json").exists():
-        raise ValueError(f"Run directory {run_dir} already holds a run; resume it or choose a new directory.")
     config = {"package_version": __version__, "preset": preset_name,
               "model": to_dict(model_config), "train": to_dict(train_config),
               "data": {"image_type": image_type, "voxel_size_um": voxel_size_um,
@@ -405,10 +405,16 @@ def train(datasets, run_dir, preset_name: str = "cpu", image_type: str = "n-phas
                           "threads": train_config.threads, "device": train_config.device,
                           "attr_jitter": train_config.attr_jitter},
               "model_info": model_info or {}}
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"Run directory {run_dir} is an existing file; choose a new directory name.")
     run_dir.mkdir(parents=True, exist_ok=True)
+    # The lock comes first: checking for an existing run and then writing one must be a single step.
     with _RunLock(run_dir):
+        if (run_dir / "config.json").exists():
+            raise ValueError(f"Run directory {run_dir} already holds a run; resume it or choose a new directory.")
+        run = Run(run_dir, config, data)   # every setting is checked before the run is written
         atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
-        return _execute(Run(run_dir, config))
+        return _execute(run)
 
 
 def resume(run_dir, steps: int | None = None, **changes) -> Path:
@@ -418,26 +424,70 @@ def resume(run_dir, steps: int | None = None, **changes) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise ValueError(f"{run_dir} is not a training run (no config.json); start one with train.")
-    config = json.loads((run_dir / "config.json").read_text())
     train_names = {f.name for f in dataclasses.fields(TrainConfig)}
     for key in changes:
         if key not in train_names:
             raise ValueError(f"resume can change training settings only; {key!r} is not one "
                              f"(the architecture is fixed by the checkpoint).")
-    if steps is not None:
-        changes["steps"] = int(steps)
-    changes = {k: v for k, v in changes.items() if v is not None and config["train"].get(k) != v}
-    if changes:
-        from_dict(TrainConfig, {**config["train"], **changes})   # validate before anything is written
-        config["train"].update(changes)
-        config.setdefault("history", []).append({"at_step": checkpoint_step(run_dir), "changed": changes})
     with _RunLock(run_dir):
+        remove_temp_files(run_dir)          # left by a process killed in the middle of an atomic write
+        config = read_run_config(run_dir)
+        reached = checkpoint_step(run_dir)
+        if steps is not None:
+            if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+                raise ValueError(f"steps must be a whole number (got {steps!r}).")
+            if steps < reached:
+                raise ValueError(f"The run has already reached step {reached}; give --steps {reached} or more.")
+            changes["steps"] = int(steps)
+        changes = {k: v for k, v in changes.items() if v is not None and config["train"].get(k) != v}
+        if changes:
+            try:
+                from_dict(TrainConfig, {**config["train"], **changes})   # validate before anything is written
+            except TypeError as error:
+                raise ValueError(f"Invalid setting ({error}).") from None
+            config["train"].update(changes)
+            config.setdefault("history", []).append({"at_step": reached, "changed": changes})
+        run = Run(run_dir, config)
         if changes:
             atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
-        run = Run(run_dir, config)
         if (run_dir / "checkpoint.safetensors").is_file():
             run.restore()
         return _execute(run)
+
+
+def read_run_config(run_dir) -> dict:
+    """config.json of a run, checked enough to build a :class:`Run` from; ValueError naming the file if not."""
+    path = Path(run_dir) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}); the run cannot be resumed.") from None
+    problem = None
+    if not isinstance(config, dict):
+        problem = f"it holds a {type(config).__name__}, not a run configuration"
+    elif not all(isinstance(config.get(k), dict) for k in ("model", "train", "data")):
+        problem = "its model, train or data section is missing"
+    elif not isinstance(config["data"].get("datasets"), list) or not config["data"]["datasets"] or \
+            not all(isinstance(d, dict) and isinstance(d.get("paths"), list) and isinstance(d.get("attrs"), dict)
+                    for d in config["data"]["datasets"]):
+        problem = "its data section lists no datasets"
+    else:
+        for cls, key in ((ModelConfig, "model"), (TrainConfig, "train")):
+            try:
+                from_dict(cls, config[key])
+            except (TypeError, ValueError) as error:
+                problem = f"its {key} section is invalid ({error})"
+                break
+    if problem:
+        raise ValueError(f"{path} is damaged: {problem}; the run cannot be resumed.")
+    return config
+
+
+def remove_temp_files(run_dir: Path) -> None:
+    """Delete the temporary files of atomic writes (``.NAME.*.tmp``) that a killed process left in a run."""
+    for folder in (run_dir, run_dir / "model", run_dir / "samples"):
+        for leftover in folder.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
 
 
 def resolve_bf16(setting: bool | None, device: torch.device) -> bool:
@@ -479,27 +529,49 @@ def _execute(run: Run) -> Path:
 
 
 class _RunLock:
-    """Refuse a second process on the same run directory (``run.lock`` holds the owner's pid)."""
+    """Hold an exclusive OS lock (``flock``) on ``run.lock`` for the run's life; a second trainer on the same
+    directory is refused. The kernel drops the lock when its process ends, kill -9 included, so a lock is never
+    stale, and two processes that start at the same instant cannot both get it. The file stays (removing a
+    locked file would let a third process lock a new one beside it); it names the holder's pid while held."""
 
     def __init__(self, run_dir: Path):
         self.path = run_dir / "run.lock"
+        self.fd: int | None = None
 
     def __enter__(self):
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            owner = self.path.read_text().strip()
-            if owner.isdigit() and pid_alive(int(owner)) and int(owner) != os.getpid():
-                raise ValueError(f"Run directory {self.path.parent} is in use by process {owner}; "
-                                 "stop that run first or choose another directory.") from None
-            self.path.unlink(missing_ok=True)  # stale lock of a dead process
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 32).decode(errors="replace").strip()
+            os.close(fd)
+            raise ValueError(f"Run directory {self.path.parent} is in use by process {owner or '(starting)'}; "
+                             "stop that run first or choose another directory.") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self.fd = fd
         return self
 
     def __exit__(self, *exc):
-        self.path.unlink(missing_ok=True)
+        os.ftruncate(self.fd, 0)
+        os.close(self.fd)      # releases the lock
+
+
+def lock_holder(run_dir) -> int | None:
+    """pid of the process training in ``run_dir`` now, or None when no process holds its lock."""
+    path = Path(run_dir) / "run.lock"
+    if not path.is_file():
+        return None
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    except BlockingIOError:
+        owner = os.read(fd, 32).decode(errors="replace").strip()
+        return int(owner) if owner.isdigit() else -1
+    finally:
+        os.close(fd)
 
 
 def pid_alive(pid: int) -> bool:

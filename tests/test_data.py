@@ -8,7 +8,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from slicegan_core.data import (IMAGE_TYPES, DatasetSpec, TrainingData, load_image,
+from slicegan_core.data import (IMAGE_TYPES, DatasetSpec, TrainingData, load_image, value_counts,
                                 load_training_data)
 
 FIXTURES = Path(__file__).parent / "data"
@@ -90,8 +90,34 @@ def test_load_image_errors(tmp_path):
     with pytest.raises(ValueError, match="broken.png' could not be read"):
         load_image(tmp_path / "broken.png")
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match="could not be read"):
+    with pytest.raises(ValueError, match="objects.npy' holds Python objects, which SliceGAN Studio never loads"):
         load_image(tmp_path / "objects.npy")
+    np.save(tmp_path / "two_channels.npy", np.zeros((48, 48, 48, 2), np.uint8))
+    with pytest.raises(ValueError, match=r"shape \(48, 48, 48, 2\), two values per pixel"):
+        load_image(tmp_path / "two_channels.npy")
+    np.save(tmp_path / "five_d.npy", np.zeros((1, 2, 3, 4, 5), np.uint8))
+    with pytest.raises(ValueError, match=r"has 5 dimensions \(shape \(1, 2, 3, 4, 5\)\)"):
+        load_image(tmp_path / "five_d.npy")
+
+
+def test_a_declared_size_beyond_memory_is_refused_before_reading(tmp_path, monkeypatch):
+    import slicegan_core.data as data_module
+    np.save(tmp_path / "stack.npy", np.zeros((64, 64, 64), np.uint16))
+    tifffile.imwrite(tmp_path / "stack.tif", np.zeros((64, 64, 64), np.uint8), compression="zlib")
+    monkeypatch.setattr(data_module, "available_memory_bytes", lambda: 100_000)
+    with pytest.raises(ValueError, match=r"declares a 64 x 64 x 64 uint16 array that needs 0.0 GiB to load"):
+        load_image(tmp_path / "stack.npy")
+    with pytest.raises(ValueError, match=r"stack.tif' declares a 64 x 64 x 64 uint8 array"):
+        load_image(tmp_path / "stack.tif")
+    monkeypatch.setattr(data_module, "available_memory_bytes", lambda: 10**9)
+    assert load_image(tmp_path / "stack.npy").shape == (64, 64, 64)
+
+
+def test_value_counts_matches_bincount():
+    values = np.random.default_rng(0).integers(0, 7, size=(33, 40, 50)).astype(np.uint8)
+    counts = value_counts(values, 3)
+    np.testing.assert_array_equal(counts[:7], np.bincount(values.ravel()))
+    assert counts.size == 256 and counts[7:].sum() == 0
 
 
 # ----------------------------------------------------------------------------- sampling
@@ -277,7 +303,7 @@ def test_too_small_for_patch_size(tmp_path):
 
 
 def test_wrong_number_of_dimensions(tmp_path):
-    with pytest.raises(ValueError, match=r"'four.npy' has 4 dimensions.*give a 2D image"):
+    with pytest.raises(ValueError, match=r"four.npy' has 4 dimensions.*give a 2D image"):
         load_one(tmp_path, labels_2d((2, 9, 9, 9)), name="four.npy")
     with pytest.raises(ValueError, match=r"'line.npy' has 1 dimension \(shape"):
         load_one(tmp_path, labels_2d((30,)), name="line.npy")

@@ -16,7 +16,7 @@ import torch
 from slicegan_core.data import DatasetSpec
 from slicegan_core.generate import load_model
 from slicegan_core.storage import load_tensors
-from slicegan_core.train import resume, train
+from slicegan_core.train import lock_holder, resume, train
 
 from conftest import ALPHAS, TRAINED_STEPS, VOXEL_SIZE_UM
 
@@ -74,7 +74,7 @@ def test_tiny_run_finishes_with_a_loadable_model(trained_run):
     assert status(trained_run)["state"] == "finished" and status(trained_run)["step"] == TRAINED_STEPS
     assert event_steps(trained_run) == list(range(1, TRAINED_STEPS + 1))
     assert checkpoint_step(trained_run) == TRAINED_STEPS
-    assert not (trained_run / "run.lock").exists()
+    assert lock_holder(trained_run) is None
     events = [json.loads(line) for line in (trained_run / "events.jsonl").read_text().splitlines()]
     assert all(np.isfinite(e[k]) for e in events for k in ("loss_d", "loss_g", "wasserstein", "gradient_penalty"))
     for alpha in ALPHAS:
@@ -153,7 +153,7 @@ def test_sigterm_checkpoints_and_stops_then_resume_continues(training_volumes, t
     assert stopped["state"] == "stopped"
     step = checkpoint_step(run_dir)                       # the checkpoint written on SIGTERM
     assert step >= 2 and stopped["step"] == step and max(event_steps(run_dir)) == step
-    assert not (run_dir / "run.lock").exists()
+    assert lock_holder(run_dir) is None
     assert load_model(run_dir / "model", device="cpu").info["training"]["steps"] == step
 
     resume(run_dir, steps=step + 2)
@@ -172,7 +172,7 @@ def test_sigkill_between_checkpoints_resumes_from_the_last_one(training_volumes,
     step = checkpoint_step(run_dir)
     logged = event_steps(run_dir)
     assert step % 4 == 0 and max(logged) > step                # killed between checkpoints
-    assert (run_dir / "run.lock").exists()                     # a stale lock of a dead process
+    assert lock_holder(run_dir) is None                        # the kernel dropped the dead process's lock
     assert status(run_dir)["state"] == "running"
     with open(run_dir / "events.jsonl", "a") as events:        # a line cut short by the kill
         events.write('{"step": %d, "loss_d": 1.2' % (max(logged) + 1))
@@ -182,33 +182,52 @@ def test_sigkill_between_checkpoints_resumes_from_the_last_one(training_volumes,
     steps = event_steps(run_dir)
     assert steps == list(range(1, step + 3))                   # no duplicates, no gap
     assert len((run_dir / "events.jsonl").read_text().splitlines()) == step + 2
-    assert not (run_dir / "run.lock").exists()
+    assert lock_holder(run_dir) is None
 
 
 # ---- refusing to clobber a run ----------------------------------------------------------------------------
 
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, str(os.getpid()).encode())
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
 @pytest.fixture
-def live_pid():
-    sleeper = subprocess.Popen(["sleep", "120"])
-    yield sleeper.pid
-    sleeper.kill()
-    sleeper.wait()
+def hold_lock():
+    """Start processes that hold a run directory's lock as a trainer would; yields a starter -> pid."""
+    holders = []
+
+    def start(run_dir):
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_dir / "run.lock")],
+                                  stdout=subprocess.PIPE)
+        assert holder.stdout.readline().strip() == b"held"
+        holders.append(holder)
+        return holder.pid
+    yield start
+    for holder in holders:
+        holder.kill()
+        holder.wait()
 
 
-def test_a_second_process_on_the_same_run_is_refused(trained_run, tiny_specs, tmp_path, live_pid):
+def test_a_second_process_on_the_same_run_is_refused(trained_run, tiny_specs, tmp_path, hold_lock):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run, run_dir)
-    (run_dir / "run.lock").write_text(str(live_pid))
+    owner = hold_lock(run_dir)
     before = (run_dir / "checkpoint.safetensors").read_bytes()
-    with pytest.raises(ValueError, match=f"is in use by process {live_pid}; stop that run first"):
+    with pytest.raises(ValueError, match=f"is in use by process {owner}; stop that run first"):
         resume(run_dir, steps=TRAINED_STEPS + 1)
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    (fresh / "run.lock").write_text(str(live_pid))
-    with pytest.raises(ValueError, match=f"is in use by process {live_pid}"):
+    fresh_owner = hold_lock(fresh)
+    with pytest.raises(ValueError, match=f"is in use by process {fresh_owner}"):
         train(tiny_specs, fresh, preset_name="tiny", steps=1)
     assert (run_dir / "checkpoint.safetensors").read_bytes() == before
-    assert (run_dir / "run.lock").read_text() == str(live_pid)   # the owner's lock stays
+    assert lock_holder(run_dir) == owner and not (fresh / "config.json").exists()
 
 
 def test_a_stale_lock_of_a_dead_process_is_taken_over(trained_run, tmp_path):
@@ -218,7 +237,7 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over(trained_run, tmp_path):
     dead.wait()
     (run_dir / "run.lock").write_text(str(dead.pid))
     resume(run_dir)                                            # already at its steps: finishes at once
-    assert status(run_dir)["state"] == "finished" and not (run_dir / "run.lock").exists()
+    assert status(run_dir)["state"] == "finished" and lock_holder(run_dir) is None
 
 
 def test_training_into_a_used_directory_is_refused(trained_run, tiny_specs, tmp_path):
@@ -273,7 +292,7 @@ def test_a_crash_is_recorded_and_releases_the_lock(tiny_specs, tmp_path, monkeyp
         train(tiny_specs, run_dir, preset_name="tiny", steps=2)
     crashed = status(run_dir)
     assert crashed["state"] == "crashed" and "penalty exploded" in crashed["error"]
-    assert not (run_dir / "run.lock").exists()
+    assert lock_holder(run_dir) is None
 
 
 def test_options_are_recorded(tiny_specs, tmp_path):
