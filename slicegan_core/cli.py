@@ -156,7 +156,11 @@ def cmd_synth(args) -> int:
     from .export import save_volume
     from .synthetic import synthesize
 
-    fractions = tuple(float(f) for f in args.fractions.split(","))
+    try:
+        fractions = tuple(float(f) for f in args.fractions.split(","))
+    except ValueError:
+        raise ValueError(f"--fractions must be numbers separated by commas, such as 0.35,0.35,0.30 "
+                         f"(got {args.fractions!r}).") from None
     volume = synthesize(shape=args.shape, sigma=args.sigma, median_esd=args.median_esd,
                         phase_fractions=fractions, periodic=not args.no_periodic, seed=args.seed)
     save_volume(args.out, volume.labels, provenance={"synthetic_recipe": volume.recipe})
@@ -229,6 +233,8 @@ def cmd_generate(args) -> int:
     suffix = Path(args.out).suffix.lower()
     if suffix not in (".tif", ".tiff", ".npy", ".vti", ".dream3d"):
         raise ValueError(f"--out must end in .tif, .npy, .vti or .dream3d (got {args.out!r}).")
+    if Path(args.out).is_dir():
+        raise ValueError(f"--out {args.out} is a directory; give a file name such as {Path(args.out) / 'volume.tif'}.")
     model = load_model(args.model, device=args.device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

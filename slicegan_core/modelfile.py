@@ -72,6 +72,11 @@ def read_model(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
         raise ValueError(f"Model directory {directory} does not exist; pass a folder holding "
                          f"{INFO_FILE} and {WEIGHTS_FILE}.")
     info_path, weights_path = directory / INFO_FILE, directory / WEIGHTS_FILE
+    if (directory / "config.json").is_file() and not info_path.is_file():
+        model = directory / "model"
+        hint = f"its model is {model}" if (model / INFO_FILE).is_file() else \
+            "its model appears in its model/ folder at the first checkpoint"
+        raise ValueError(f"{directory} is a training run, not a model; {hint}.")
     for path in (info_path, weights_path):
         if not path.is_file():
             raise ValueError(f"Model directory {directory} has no {path.name}; it is not a SliceGAN Studio model "
@@ -80,12 +85,39 @@ def read_model(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
         info = json.loads(info_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{info_path} is not valid JSON ({error}).") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"{info_path} holds a JSON {type(info).__name__}, not a model card; re-export the model.")
     if info.get("format_version") != MODEL_FORMAT:
         raise ValueError(f"{info_path} has format_version {info.get('format_version')!r}; this version of "
                          f"SliceGAN Studio reads format {MODEL_FORMAT}.")
     try:
-        config = from_dict(ModelConfig, info["architecture"])
-    except (KeyError, TypeError, ValueError) as error:
+        config = from_dict(ModelConfig, info.get("architecture"))
+    except (TypeError, ValueError) as error:
         raise ValueError(f"{info_path} has an invalid architecture section ({error}).") from None
+    problem = _card_problem(info, config)
+    if problem:
+        raise ValueError(f"{info_path} is damaged: {problem}.")
     weights, _ = load_tensors(weights_path)
     return config, weights, info
+
+
+def _card_problem(info: dict, config: ModelConfig) -> str | None:
+    """What is wrong with the fields of model.json that the library reads besides the architecture."""
+    phases = info.get("phases", [])
+    if not isinstance(phases, list) or not all(
+            isinstance(p, dict) and isinstance(p.get("value"), int) and not isinstance(p.get("value"), bool)
+            and isinstance(p.get("name", ""), str) and isinstance(p.get("colour", "#000000"), str)
+            for p in phases):
+        return "'phases' must be a list of {\"value\": integer, \"name\": text, \"colour\": \"#RRGGBB\"}"
+    if config.image_type == "n-phase" and phases and len(phases) != config.n_channels:
+        return f"'phases' lists {len(phases)} phases but the architecture has {config.n_channels} channels"
+    attributes = info.get("attributes", {})
+    if not isinstance(attributes, dict) or not all(
+            isinstance(a, dict) and isinstance(a.get("trained_values", []), list)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in a.get("trained_values", []))
+            for a in attributes.values()):
+        return "'attributes' must map each name to {\"trained_values\": [numbers], \"range\": [low, high]}"
+    voxel = info.get("voxel_size_um")
+    if voxel is not None and (isinstance(voxel, bool) or not isinstance(voxel, (int, float)) or not voxel > 0):
+        return f"'voxel_size_um' must be a positive number or null (got {voxel!r})"
+    return None

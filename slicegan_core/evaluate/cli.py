@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,8 @@ def evaluate_main(argv=None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     real, generated = load_labels(args.real, "--real"), load_labels(args.generated, "--generated")
+    if args.phases is None:
+        _check_shared_phases(real, generated)
     report = compare(real, generated, phases=_phase_list(args.phases), voxel_size=args.voxel_size,
                      tortuosity_factor=args.tortuosity, n_slices=args.slices, seed=args.seed,
                      progress=not args.quiet)
@@ -98,7 +101,30 @@ def load_labels(path, option: str) -> np.ndarray:
         raise ValueError(f"{option} '{path}' is a colour image; evaluate compares label (segmented) data.")
     if array.ndim not in (2, 3):
         raise ValueError(f"{option} '{path}' has shape {array.shape}; pass a 2D image or a 3D volume of labels.")
+    values = np.unique(array)
+    if values.size > MAX_LABELS or not np.all(values == np.round(values)):
+        raise ValueError(f"{option} '{path}' has {values.size} distinct values{'' if values.size > MAX_LABELS else ', not all whole numbers'}, "
+                         "so it is not a label image; evaluate compares segmented (label) data, so segment it "
+                         "into phases first.")
     return array
+
+
+MAX_LABELS = 16   # more distinct values than this: a greyscale image, not segmented phases
+
+
+def _check_shared_phases(real: np.ndarray, generated: np.ndarray) -> None:
+    """Refuse a pair whose phase values share nothing; warn about values present on one side only."""
+    real_values, generated_values = set(np.unique(real).tolist()), set(np.unique(generated).tolist())
+    shared = real_values & generated_values
+    if 2 * len(shared) < len(real_values | generated_values):   # e.g. {0, 255} against {0, 1, 2}
+        raise ValueError(f"--real has phase values {sorted(real_values)} and --generated {sorted(generated_values)}: "
+                         f"{'no value is' if not shared else 'only ' + str(sorted(shared)) + ' is'} shared, so the "
+                         "phases cannot be matched; relabel one file so that each phase has the same value in both, "
+                         "or choose the values to compare with --phases.")
+    for side, only in (("--real", real_values - generated_values), ("--generated", generated_values - real_values)):
+        if only:
+            print(f"warning: phase value(s) {sorted(only)} appear only in {side}; their rows compare with nothing.",
+                  file=sys.stderr)
 
 
 def parse_values(spec: str) -> list[float]:

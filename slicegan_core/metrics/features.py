@@ -140,6 +140,7 @@ def feature_sizes(labels, phases=None, *, voxel_size: float = 1.0, split: bool =
     out = {}
     for p in wanted:
         mine = feature_phase == p
+        mine[0] = False               # id 0 (unmeasured voxels) carries -1, which may also be a phase value
         keep = mine if include_border else mine & ~touches
         out[p] = FeatureSizes(diameters=diameters[keep] * dx, volumes=counts[keep] * dx ** arr.ndim,
                               n_features=int(mine.sum()), n_border=int((mine & touches).sum()))
