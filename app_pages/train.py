@@ -39,14 +39,20 @@ def synthetic_volume(sigma: float, side: int, median_esd: float, fractions: tupl
 
 
 def staged(upload) -> str:
-    """Save an uploaded file (once) under this session's staging folder and return its path."""
-    if "staging" not in st.session_state:
-        st.session_state.staging = tempfile.mkdtemp(prefix="slicegan_uploads_")
-    path = Path(st.session_state.staging) / upload.file_id / upload.name
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(upload.getvalue())
-    return str(path)
+    """Save an uploaded file (once) in this session's staging folder and return its path.
+
+    The folder is deleted with the session's state (see jobs.UploadStaging); the upload's name comes from the
+    request, so jobs.stage_upload keeps it inside the folder.
+    """
+    if "upload_staging" not in st.session_state:
+        st.session_state.upload_staging = jobs.UploadStaging()
+    return str(st.session_state.upload_staging.stage(upload.file_id, upload.name, upload.getvalue()))
+
+
+def keep_staged(file_ids) -> None:
+    """Delete staged uploads that no uploader on the page holds any more (removed, replaced, or not shown)."""
+    if "upload_staging" in st.session_state:
+        st.session_state.upload_staging.keep_only(file_ids)
 
 
 def parse_numbers(text: str, what: str) -> list[float]:
@@ -64,6 +70,7 @@ def choose_data() -> tuple[list, str, dict]:
     source = st.radio("Training data", ["Synthetic grains (known truth)", "Upload images or stacks"],
                       horizontal=True, key="source")
     if source.startswith("Synthetic"):
+        keep_staged([])  # the uploaders are not shown, so the files they held are gone
         left, middle, right, last = st.columns(4)
         sigmas = left.text_input("alpha = σ of ln(grain size), one dataset each", "0.15, 0.35, 0.6", key="sigmas")
         side = middle.select_slider("Volume side (voxels)", (48, 64, 96, 128), value=64, key="synth_side")
@@ -86,7 +93,7 @@ def choose_data() -> tuple[list, str, dict]:
     names = [n.strip() for n in middle.text_input("Attribute names (comma separated)", "alpha",
                                                   key="attr_names").split(",") if n.strip()]
     image_type = right.selectbox("Image type", IMAGE_TYPES, key="image_type")
-    datasets = []
+    datasets, file_ids = [], []
     for i in range(int(count)):
         with st.container(border=True):
             files_column, *value_columns = st.columns([3] + [1] * max(1, len(names)))
@@ -98,6 +105,8 @@ def choose_data() -> tuple[list, str, dict]:
                      for name, column in zip(names, value_columns)}
             if uploads:
                 datasets.append((DatasetSpec(tuple(staged(u) for u in uploads), attrs), None))
+                file_ids += [u.file_id for u in uploads]
+    keep_staged(file_ids)
     return datasets, image_type, {}
 
 
@@ -154,8 +163,16 @@ with st.expander("New run", expanded=not any(r.active for r in runs) or "launch_
     if "run_name" not in st.session_state:
         st.session_state.run_name = time.strftime("run-%Y%m%d-%H%M%S")
     name = st.text_input("Run name", key="run_name")
-    if st.button("Launch training", type="primary", disabled=bool(problem), icon=":material/rocket_launch:"):
+    try:
+        jobs.validate_run_name(name)
+        name_problem = None
+    except ValueError as error:
+        name_problem = str(error)
+        st.error(name_problem, icon=":material/error:")
+    if st.button("Launch training", type="primary", disabled=bool(problem or name_problem),
+                 icon=":material/rocket_launch:"):
         st.session_state.pop("launch_error", None)
+        run_dir = None
         try:
             run_dir = jobs.new_run_dir(RUNS_DIR, name)
             (run_dir / "data").mkdir()
@@ -165,7 +182,7 @@ with st.expander("New run", expanded=not any(r.active for r in runs) or "launch_
                     target = run_dir / "data" / spec.paths[0]
                     np.save(target, array)
                     specs.append(DatasetSpec((str(target),), spec.attrs))
-                else:  # uploads: copy next to the run (the staging folder is temporary)
+                else:  # uploads: copy next to the run (staged files go when the uploader or session lets go)
                     copies = [shutil.copy(p, run_dir / "data" / f"d{index + 1}_{Path(p).name}") for p in spec.paths]
                     specs.append(DatasetSpec(tuple(copies), spec.attrs))
             if synthetic:
@@ -176,9 +193,13 @@ with st.expander("New run", expanded=not any(r.active for r in runs) or "launch_
             st.session_state.selected_run = str(run_dir)
             del st.session_state.run_name  # the next run gets a fresh name
             st.rerun()
-        except ValueError as error:
+        except (ValueError, OSError) as error:
+            if run_dir is not None:  # free the name for the retry; the uploads are still in their uploaders
+                jobs.discard_unlaunched_run(run_dir)
             st.session_state.launch_error = True
-            st.error(str(error), icon=":material/error:")
+            st.error(str(error) if isinstance(error, ValueError) else
+                     f"Could not write the run's files ({error.strerror or error}); free disk space or check "
+                     f"that {RUNS_DIR} is writable, then launch again.", icon=":material/error:")
 
 # ---- page: runs ----------------------------------------------------------------------------------------------
 

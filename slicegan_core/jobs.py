@@ -19,21 +19,31 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+import unicodedata
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 from .data import DatasetSpec
-from .storage import atomic_write_text
+from .storage import atomic_write_bytes, atomic_write_text
 from .train import pid_alive
 
 JOB_FILE = "job.json"
 LOG_FILE = "train.log"
 RECIPE_FILE = "synthetic_recipe.json"  # how the run's training data was synthesised, when it was
 ACTIVE_STATES = ("starting", "running", "stopping")
+MAX_RUN_NAME = 100  # characters: a readable label, and far below the 255-byte limit on a folder name
+RUN_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # ASCII only, so the length in characters is the length in bytes
+# UTF-8 bytes of a staged upload's name: under the 255-byte limit on a file name, with room for the run's "d1_"
+# prefix and the ".NAME.XXXXXXXX.tmp" of an atomic write.
+MAX_UPLOAD_NAME_BYTES = 150
 
 
 @dataclass(frozen=True)
@@ -72,22 +82,138 @@ class RunStatus:
         return self.run_dir.name
 
 
+def validate_run_name(name: str) -> str:
+    """``name`` without surrounding spaces when it can name a run folder, else ValueError (one sentence).
+
+    A run name is 1 to MAX_RUN_NAME ASCII letters, digits, '-', '_' or '.', and does not start with '.'
+    (no hidden folders, no '.' or '..').
+    """
+    name = str(name).strip()
+    if not name:
+        raise ValueError("The run name is empty; type a name such as run-1.")
+    if len(name) > MAX_RUN_NAME:
+        raise ValueError(f"The run name is {len(name)} characters long; shorten it to at most {MAX_RUN_NAME}.")
+    if name.startswith(".") or not RUN_NAME.fullmatch(name):
+        raise ValueError(f"Run name {_shown(name)} is not a plain folder name; use letters, digits, '-', '_' "
+                         "or '.', and do not start it with '.'.")
+    return name
+
+
 def new_run_dir(runs_dir: str | Path, name: str) -> Path:
-    """Create ``runs_dir/name`` for a new run and return it; refuse names that exist or are not plain.
+    """Create ``runs_dir/name`` for a new run and return it; refuse names that exist or are not plain
+    (see :func:`validate_run_name`).
 
     The directory is created exclusively, so two callers can never both get the same one.
     """
-    name = str(name).strip()
-    if not name or name.startswith(".") or any(c in name for c in "/\\:*?\"<>|") or name != Path(name).name:
-        raise ValueError(f"Run name {name!r} is not a plain folder name; use letters, digits, '-' or '_'.")
+    name = validate_run_name(name)
     path = Path(runs_dir) / name
-    Path(runs_dir).mkdir(parents=True, exist_ok=True)
+    try:
+        Path(runs_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"Could not create the runs folder {runs_dir} ({error.strerror or error}); choose a "
+                         "writable folder for runs (SLICEGAN_RUNS_DIR in the app).") from None
     try:
         path.mkdir()
     except FileExistsError:
         raise ValueError(f"A run named {name!r} already exists in {runs_dir}; choose another name "
                          "or open that run.") from None
+    except OSError as error:
+        raise ValueError(f"Could not create the run folder {path} ({error.strerror or error}); check that "
+                         f"{runs_dir} is writable and has free space.") from None
     return path
+
+
+def discard_unlaunched_run(run_dir: str | Path) -> None:
+    """Delete a run directory whose launch failed before it was claimed (no job.json and no config.json), so
+    its name is free for the retry; a directory that a launch claimed is left alone."""
+    run_dir = Path(run_dir)
+    if run_dir.is_dir() and not (run_dir / JOB_FILE).exists() and not (run_dir / "config.json").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+# ---- uploads -------------------------------------------------------------------------------------------------
+
+def plain_file_name(name: str, what: str = "File name") -> str:
+    """``name`` reduced to a plain file name, or ValueError (one sentence) when nothing usable is left.
+
+    Keeps the last part after any '/' or '\\' (a browser sends base names, a hand-made request can send
+    any path), turns commas into '_' (the train command separates data paths with commas) and cuts names
+    longer than MAX_UPLOAD_NAME_BYTES in UTF-8, keeping the extension. Refuses names with control characters
+    (NUL, newlines, ...) and names that end up empty, '.' or '..'. ``what`` names the thing in messages.
+    """
+    text = str(name)
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        raise ValueError(f"{what} {_shown(text)} contains control characters; rename the file and upload "
+                         "it again.")
+    base = re.split(r"[/\\]", text)[-1].strip().replace(",", "_")
+    if base in ("", ".", ".."):
+        raise ValueError(f"{what} {_shown(text)} has no file name in it; upload a file with a plain name "
+                         "such as scan.tif.")
+    if len(base.encode()) > MAX_UPLOAD_NAME_BYTES:
+        stem, suffix = os.path.splitext(base)
+        if len(suffix.encode()) > 16:
+            raise ValueError(f"{what} {_shown(text)} is too long; rename the file to at most "
+                             f"{MAX_UPLOAD_NAME_BYTES} characters and upload it again.")
+        room = MAX_UPLOAD_NAME_BYTES - len(suffix.encode())
+        base = stem.encode()[:room].decode("utf-8", "ignore").rstrip() + suffix
+    return base
+
+
+def stage_upload(staging_dir: str | Path, file_id: str, name: str, data: bytes) -> Path:
+    """Save an uploaded file's ``data`` as ``staging_dir/FILE_ID/NAME`` (once) and return that path.
+
+    ``file_id`` and ``name`` come from the upload request, so both are reduced to plain names
+    (:func:`plain_file_name`) and the result must lie inside ``staging_dir``. A file staged before under the
+    same id and name is reused. The write is atomic, so an interrupted one never leaves a partial file for a
+    later call to reuse. Raises ValueError (one sentence) for unusable names and failed writes.
+    """
+    root = Path(staging_dir).resolve()
+    path = root / plain_file_name(file_id, "Upload id") / plain_file_name(name, "Uploaded file name")
+    if not path.resolve().is_relative_to(root):
+        raise ValueError(f"Uploaded file name {_shown(name)} would be saved outside the staging folder; "
+                         "rename the file and upload it again.")
+    if not path.is_file():
+        try:
+            atomic_write_bytes(path, data)
+        except OSError as error:
+            raise ValueError(f"Could not save the upload {_shown(name)} in {root} ({error.strerror or error}); "
+                             "free disk space and upload it again.") from None
+    return path
+
+
+class UploadStaging:
+    """One app session's staging folder for uploads: a new temporary folder, deleted when this object is (its
+    session's state is dropped) or when the process exits, and pruned to the uploads still in use.
+
+    Attributes
+    ----------
+    path : the folder; uploads are staged as ``path/FILE_ID/NAME`` (see :func:`stage_upload`).
+    """
+
+    def __init__(self, parent: str | Path | None = None):
+        self.path = Path(tempfile.mkdtemp(prefix="slicegan_uploads_", dir=parent))
+        self._delete = weakref.finalize(self, shutil.rmtree, str(self.path), ignore_errors=True)
+
+    def stage(self, file_id: str, name: str, data: bytes) -> Path:
+        """Stage one upload (see :func:`stage_upload`) and return its path."""
+        return stage_upload(self.path, file_id, name, data)
+
+    def keep_only(self, file_ids) -> None:
+        """Delete the staged uploads whose id is not in ``file_ids`` (removed from or replaced on the page)."""
+        keep = set()
+        for file_id in file_ids:
+            try:
+                keep.add(plain_file_name(file_id))
+            except ValueError:
+                continue  # never staged: stage_upload refuses the same ids
+        if self.path.is_dir():
+            for folder in self.path.iterdir():
+                if folder.name not in keep:
+                    shutil.rmtree(folder, ignore_errors=True)
+
+    def delete(self) -> None:
+        """Delete the folder now (it is deleted anyway when this object is)."""
+        self._delete()
 
 
 def train_command(run_dir: str | Path, datasets, preset: str = "cpu", steps: int | None = None,
@@ -312,6 +438,11 @@ def _failure_reason(run_dir: Path) -> str:
     tail = log_tail(run_dir, lines=40)
     errors = [line[len("error: "):] for line in tail.splitlines() if line.startswith("error: ")]
     return errors[-1] if errors else (tail or "The training process exited before training began.")
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    """``text`` quoted for a message, with escapes for control characters and cut when very long."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
 
 
 def _read_json(path: Path) -> dict:

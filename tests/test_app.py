@@ -246,6 +246,41 @@ def test_bad_uploads_show_the_data_modules_message(app, tmp_path):
     assert [b for b in app.button if b.label == "Launch training"][0].disabled
 
 
+def test_uploads_stay_in_staging_and_bad_run_names_or_launches_leave_nothing(app, runs_dir, monkeypatch):
+    use_uploads(open_train(app))
+    escaped = f"escaped-{os.getpid()}-{time.time_ns()}.npy"
+    app.file_uploader(key="files_0").set_value((f"../../{escaped}", COMPOSITE.read_bytes(), "application/octet-stream"))
+    rerun(app)                                    # a hand-made request can name any path; only its base name is kept
+    assert not app.error
+    staging = app.session_state["upload_staging"].path
+    assert [p.relative_to(staging).parts[1:] for p in staging.rglob("*.npy")] == [(escaped,)]
+    assert not (staging.parent / escaped).exists() and not (staging.parent.parent / escaped).exists()
+    app.file_uploader(key="files_0").set_value(("second.npy", COMPOSITE.read_bytes(), "application/octet-stream"))
+    rerun(app)                                    # the replaced upload's staged copy goes
+    assert [p.name for p in staging.rglob("*.npy")] == ["second.npy"]
+
+    app.text_input(key="run_name").set_value("x" * 300)
+    rerun(app)
+    assert [e.value for e in app.error] == ["The run name is 300 characters long; shorten it to at most 100."]
+    assert [b for b in app.button if b.label == "Launch training"][0].disabled
+
+    def refuse(*args, **kwargs):
+        raise ValueError("Launch refused for the test.")
+
+    monkeypatch.setattr(jobs, "start_training", refuse)
+    app.text_input(key="run_name").set_value("retry")
+    assert not rerun(app).error
+    app.button[[b.label for b in app.button].index("Launch training")].click()
+    rerun(app)
+    assert [e.value for e in app.error] == ["Launch refused for the test."]
+    assert list(runs_dir.iterdir()) == []          # the half-made run is gone, so its name is free for the retry
+    assert [p.name for p in staging.rglob("*.npy")] == ["second.npy"]       # still in its uploader
+    monkeypatch.undo()
+    app.radio(key="source").set_value("Synthetic grains (known truth)")
+    rerun(app)                                    # the uploaders are gone, and their staged files with them
+    assert list(staging.rglob("*.npy")) == []
+
+
 def test_synthetic_data_previews_patches_checks_values_and_launches_with_its_recipe(app, runs_dir):
     open_train(app)
     assert not app.error
@@ -306,7 +341,9 @@ def test_launch_progress_stop_resume_and_open_in_explore(app, runs_dir):
             time.sleep(0.2)
         pytest.fail(f"the run did not get there: {jobs.run_status(run_dir)}\n{jobs.log_tail(run_dir)}")
 
-    poll(lambda s: s.state == "running" and s.has_model and len(jobs.read_events(run_dir)) >= 2)
+    # the model is exported just before the samples are drawn, so wait for both
+    poll(lambda s: s.state == "running" and s.has_model and jobs.latest_samples(run_dir)
+         and len(jobs.read_events(run_dir)) >= 2)
     assert "running" in app.progress[0].proto.text
     assert app.get("plotly_chart") and any("x, y, z centre slices" in c for e in app.image for c in e.captions)
     labels = [b.label for b in app.button]
