@@ -525,12 +525,16 @@ def _to_phase_indices(raws, specs, max_phases: int):
             elif as_ints != reference[1]:
                 raise ValueError(f"Phase values disagree: '{reference[0]}' has {list(reference[1])} but "
                                  f"'{name}' has {list(as_ints)}; relabel the files to the same values.")
-            if labels.dtype == np.uint8 or labels.dtype == bool:
-                lookup = np.zeros(256, dtype=np.uint8)
+            if labels.dtype.kind in "bu" and labels.dtype.itemsize <= 2:   # a lookup table: no wide copy
+                lookup = np.zeros(1 << (8 * labels.dtype.itemsize), dtype=np.uint8)
                 lookup[values.astype(np.intp)] = np.arange(values.size)
                 index = lookup[labels.view(np.uint8) if labels.dtype == bool else labels]
-            else:
-                index = np.searchsorted(values, labels).astype(np.uint8)
+            else:   # searchsorted returns int64: in chunks, so the wide copy stays small
+                index = np.empty(labels.shape, np.uint8)
+                flat_labels, flat_index = labels.reshape(-1), index.reshape(-1)
+                for start in range(0, flat_labels.size, 1 << 24):
+                    part = slice(start, start + (1 << 24))
+                    flat_index[part] = np.searchsorted(values, flat_labels[part])
             indices.append(np.ascontiguousarray(index))
         sources.append(indices)
     return reference[1], sources

@@ -27,11 +27,19 @@ Notes on the realised law: ``sigma`` is the parameter of the untruncated normal,
 are quantised (one voxel has an ESD of 1.24), and grains that lose every voxel are dropped. With
 ``periodic=False`` the box is the whole sample: grains touching a face are whole grains flattened
 against it (their volumes still follow the law), not grains cut from a larger volume.
+
+Limits. Placing or growing a grain scans a box about twice its diameter wide (wrapped round a periodic volume
+as often as it reaches across), so the work for one grain grows with its volume and an unbounded grain never
+finishes. :func:`synthesize` therefore refuses a size law whose largest possible grain,
+``median_esd * exp(truncate_sigmas * sigma)``, would hold more than 8 volumes of the box, or whose mean grain
+would not fit in the box once; ``sigma`` is at most 2 and ``truncate_sigmas`` at most 6. It also refuses,
+before allocating anything, a volume that needs more memory than is available (:func:`synthesis_bytes`).
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from numbers import Integral, Real
 
@@ -41,6 +49,13 @@ from scipy import spatial, special
 __all__ = ["SyntheticVolume", "synthesize", "grain_esd"]
 
 _CANDIDATES = 128  # candidate positions tried per grain during packing
+_MAX_SIGMA = 2.0  # sigma of ln(ESD) at most: at 2 the volume-weighted median ESD is e^12 = 1.6e5 medians
+_MAX_TRUNCATE = 6.0  # a cut beyond 6 sigma removes under 2e-9 of the grains, i.e. none
+# The largest grain the law can draw, median * e^(truncate_sigmas * sigma), may hold at most this many box
+# volumes: placing or growing a grain scans a box of twice its diameter (wrapped around a periodic volume as
+# often as it reaches across), about 15 sphere volumes, so this bounds one grain's work by ~120 volume scans.
+_MAX_GRAIN_VOLUMES = 8.0
+_SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes seeds below 2**64; synthesize follows the same rule
 _REACH = 1.6  # box half-width of a grain during growth, in units of its weight (exactness fallback beyond)
 _MAX_PASSES = 8  # growth passes at most (one plain Voronoi + calibration passes)
 _TOLERANCE = 0.01  # stop when the rms of ln(realised ESD / target ESD) is below this
@@ -83,20 +98,23 @@ def synthesize(
     Parameters
     ----------
     shape : tuple of 3 int, default (128, 128, 128)
-        (D, H, W) size of the volume in voxels, each at least 8.
+        (D, H, W) size of the volume in voxels, each at least 8. A volume that needs more memory than is
+        available (:func:`synthesis_bytes`) is refused before anything is allocated.
     sigma : float, default 0.35
-        Standard deviation of ln(ESD) ("alpha" = ln of the geometric standard deviation); 0 gives
+        Standard deviation of ln(ESD) ("alpha" = ln of the geometric standard deviation), 0 to 2; 0 gives
         monodisperse grains.
     median_esd : float, default 8.0
-        Median equivalent-sphere diameter in voxels, > 1.
+        Median equivalent-sphere diameter in voxels, > 1 and small enough that the volume holds at least one
+        mean-sized grain and the largest grain the law can draw, ``median_esd * exp(truncate_sigmas * sigma)``,
+        holds at most 8 volumes of the box (the work of placing and growing a grain grows with its volume).
     phase_fractions : sequence of float, default (0.35, 0.35, 0.30)
         Target volume fraction of each phase (1 to 255 phases), positive and summing to 1.
     periodic : bool, default True
         Whether grains wrap across opposite faces (the volume tiles space).
     seed : int, default 0
-        Seed of ``np.random.default_rng``; the global random state is never touched.
+        Seed of ``np.random.default_rng``, 0 to 2**64 - 1; the global random state is never touched.
     truncate_sigmas : float, default 3.0
-        ln(ESD) is cut at ``+-truncate_sigmas * sigma`` around ln(median_esd), > 0.
+        ln(ESD) is cut at ``+-truncate_sigmas * sigma`` around ln(median_esd), > 0 and at most 6.
 
     Returns
     -------
@@ -114,6 +132,8 @@ def synthesize(
     shape, sigma, median_esd, fractions, truncate_sigmas = _validate(
         shape, sigma, median_esd, phase_fractions, periodic, seed, truncate_sigmas
     )
+    check_memory(shape, synthesis_bytes(shape, sigma, median_esd, truncate_sigmas, periodic),
+                 lambda side: synthesis_bytes((side,) * 3, sigma, median_esd, truncate_sigmas, periodic), smallest=8)
     periodic = bool(periodic)
     rng = np.random.default_rng(int(seed))
     n_voxels = math.prod(shape)
@@ -194,37 +214,157 @@ def _validate(shape, sigma, median_esd, phase_fractions, periodic, seed, truncat
         dims = tuple(shape)
     except TypeError:
         dims = ()
-    if len(dims) != 3 or not all(isinstance(s, Integral) and not isinstance(s, bool) and s >= 8 for s in dims):
+    if len(dims) != 3 or not all(_is_int(s) and s >= 8 for s in dims):
         raise ValueError(
             f"shape must be three integers of at least 8 voxels, got {shape!r}; pass e.g. (128, 128, 128)."
         )
-    if not isinstance(sigma, Real) or not math.isfinite(sigma) or sigma < 0:
+    dims = tuple(int(s) for s in dims)
+    if not _is_real(sigma) or not 0 <= sigma <= _MAX_SIGMA:
         raise ValueError(
-            f"sigma must be a finite number >= 0, got {sigma!r}; use e.g. 0.35 (0 for equal-sized grains)."
+            f"sigma must be a finite number from 0 to {_MAX_SIGMA:g}, got {sigma!r}; use e.g. 0.35 (0 for "
+            f"equal-sized grains; above {_MAX_SIGMA:g} a few giant grains would hold nearly all the volume)."
         )
-    if not isinstance(median_esd, Real) or not math.isfinite(median_esd) or median_esd <= 1:
+    if not _is_real(truncate_sigmas) or not 0 < truncate_sigmas <= _MAX_TRUNCATE:
+        raise ValueError(
+            f"truncate_sigmas must be a finite number above 0 and at most {_MAX_TRUNCATE:g}, got "
+            f"{truncate_sigmas!r}; use e.g. 3.0."
+        )
+    if not _is_real(median_esd) or median_esd <= 1:
         raise ValueError(
             f"median_esd must be a number of voxels greater than 1, got {median_esd!r}; use e.g. 8.0."
         )
+    largest = _largest_median_esd(dims, float(sigma), float(truncate_sigmas))
+    if largest <= 1:
+        raise ValueError(
+            f"sigma={sigma:g} is too wide for a {dims} volume: even a median_esd just above 1 voxel lets the "
+            f"largest grain the size law can draw (median_esd * exp(truncate_sigmas * sigma)) hold more than "
+            f"{_MAX_GRAIN_VOLUMES:g} volumes of the box, so lower sigma or truncate_sigmas or enlarge the volume."
+        )
+    if median_esd > largest:
+        raise ValueError(
+            f"median_esd={median_esd!r} is too large for a {dims} volume with sigma={sigma:g}: use a value "
+            f"above 1 and at most {largest:.3g} voxels, so that the volume holds at least one mean-sized grain "
+            f"and the largest grain the size law can draw holds at most {_MAX_GRAIN_VOLUMES:g} volumes of the box."
+        )
     try:
-        fractions = tuple(float(f) for f in phase_fractions)
-    except (TypeError, ValueError):
+        fractions = tuple(phase_fractions)
+    except TypeError:
         fractions = ()
-    positive = all(math.isfinite(f) and f > 0 for f in fractions)
-    if not 1 <= len(fractions) <= 255 or not positive or abs(sum(fractions) - 1) > 1e-6:
+    positive = all(_is_real(f) and f > 0 for f in fractions)   # numbers, not True or "0.3"
+    fractions = tuple(float(f) for f in fractions) if positive else ()
+    if not 1 <= len(fractions) <= 255 or abs(sum(fractions) - 1) > 1e-6:
         raise ValueError(
             f"phase_fractions must be 1 to 255 positive numbers summing to 1, got {phase_fractions!r}; "
             "pass e.g. (0.35, 0.35, 0.30)."
         )
     if not isinstance(periodic, (bool, np.bool_)):
         raise ValueError(f"periodic must be True or False, got {periodic!r}.")
-    if not isinstance(seed, Integral) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {seed!r}; pass e.g. seed=0.")
-    if not isinstance(truncate_sigmas, Real) or not math.isfinite(truncate_sigmas) or truncate_sigmas <= 0:
-        raise ValueError(
-            f"truncate_sigmas must be a finite number > 0, got {truncate_sigmas!r}; use e.g. 3.0."
-        )
-    return tuple(int(s) for s in dims), float(sigma), float(median_esd), fractions, float(truncate_sigmas)
+    check_seed(seed)
+    return dims, float(sigma), float(median_esd), fractions, float(truncate_sigmas)
+
+
+def _is_int(value) -> bool:
+    """An int or numpy int, not a bool (True is an Integral to Python but never a size or seed)."""
+    return isinstance(value, Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value) -> bool:
+    """A finite int or float (numpy included), not a bool or a string."""
+    return isinstance(value, Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)
+
+
+def check_seed(seed) -> int:
+    """``seed`` as an int when it is a non-negative integer below 2**64 (numpy ints accepted), else
+    ``ValueError``; shared by :func:`synthesize` and ``Model.generate``."""
+    if not _is_int(seed) or not 0 <= seed < _SEED_LIMIT:
+        raise ValueError(f"seed must be a non-negative integer below 2**64, got {seed!r}; pass e.g. seed=0.")
+    return int(seed)
+
+
+def _mean_sphere_volume(median_esd, sigma, truncate_sigmas) -> float:
+    """Mean of pi/6 ESD^3 (voxels) under the truncated log-normal law of :func:`synthesize`."""
+    # E[exp(3 sigma X)] for X ~ N(0, 1) cut at +-t: exp(4.5 sigma^2) times the mass the shift keeps.
+    kept = special.ndtr(truncate_sigmas - 3 * sigma) - special.ndtr(-truncate_sigmas - 3 * sigma)
+    total = special.ndtr(truncate_sigmas) - special.ndtr(-truncate_sigmas)
+    return np.pi / 6.0 * median_esd**3 * math.exp(4.5 * sigma**2) * kept / total
+
+
+def _largest_median_esd(shape, sigma, truncate_sigmas) -> float:
+    """Largest median ESD (voxels) for which a volume of ``shape`` holds at least one mean-sized grain and the
+    largest grain the law can draw holds at most ``_MAX_GRAIN_VOLUMES`` volumes of the box."""
+    n_voxels = math.prod(shape)
+    one_grain = (n_voxels / _mean_sphere_volume(1.0, sigma, truncate_sigmas)) ** (1 / 3)
+    largest_grain = (6.0 / np.pi * _MAX_GRAIN_VOLUMES * n_voxels) ** (1 / 3) / math.exp(truncate_sigmas * sigma)
+    return float(min(one_grain, largest_grain))
+
+
+def synthesis_bytes(shape, sigma=0.35, median_esd=8.0, truncate_sigmas=3.0, periodic=True) -> int:
+    """Estimated peak bytes of :func:`synthesize`, 10 % above the peak RSS measured at 64^3-192^3.
+
+    Packing holds the float32 gap field and, per grain, ``_CANDIDATES`` float64 and int64 position triples
+    with a temporary (9.2 kB a grain: the larger part when grains are small); growth holds float32 distance
+    ratios and two passes' int32 grain ids, plus KD-tree queries for voxels far from every centre (more of
+    them without wrap-around: 30 rather than 16 bytes a voxel).
+    """
+    n_voxels = math.prod(shape)
+    n_grains = n_voxels / _mean_sphere_volume(median_esd, sigma, truncate_sigmas) + 16
+    packing = 4 * n_voxels + 3 * _CANDIDATES * 3 * 8 * n_grains
+    growth = (16 if periodic else 30) * n_voxels
+    return int(1.1 * (max(packing, growth) + 64 * n_grains))
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to a new allocation: ``MemAvailable`` of /proc/meminfo, else psutil's
+    estimate, else the free pages from ``os.sysconf``; None when none of them can tell."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024    # the file counts kB
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        import psutil
+        return int(psutil.virtual_memory().available)
+    except (ImportError, AttributeError, OSError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(shape, needed: int, needed_for_cube, available: int | None = None, multiple: int = 1,
+                 smallest: int = 1) -> None:
+    """Raise ``ValueError`` when ``needed`` bytes for a volume of ``shape`` exceed ``available`` (default
+    :func:`available_memory`; no check when unknown). The message suggests the largest cube side, a multiple of
+    ``multiple`` and at least ``smallest``, whose ``needed_for_cube(side)`` bytes fit."""
+    if available is None:
+        available = available_memory()
+    if available is None or needed <= available:
+        return
+    low, high = 0, max(shape)              # the largest side that fits lies in [low, high)
+    while high - low > 1:
+        side = (low + high) // 2
+        if needed_for_cube(max(side, smallest)) <= available:
+            low = side
+        else:
+            high = side
+    # "about 2600": two significant digits, rounded down, then down to the multiple.
+    side = low if low < 100 else int(str(low)[:2]) * 10 ** (len(str(low)) - 2)
+    side = side // multiple * multiple
+    what = f"{shape[0]}^3" if len(set(shape)) == 1 else "x".join(map(str, shape))
+    if side < max(smallest, multiple, 1):
+        advice = "not even the smallest volume fits, so free memory or use a machine with more"
+    else:
+        advice = f"generate at most about {side}^3, or free memory or use a machine with more"
+    raise ValueError(f"A {what} volume needs {_gib(needed)} of memory but {_gib(available)} is available; "
+                     f"{advice}.")
+
+
+def _gib(n_bytes: int) -> str:
+    gib = n_bytes / 2**30
+    return f"{gib:,.1f} GiB" if gib >= 0.1 else f"{gib:.2g} GiB"
 
 
 def _sample_esd(rng, n_voxels, sigma, median_esd, truncate_sigmas):
