@@ -23,7 +23,9 @@ from stpyvista import stpyvista
 
 from slicegan_core import jobs, load_model, scene, synthesize
 from slicegan_core.data import load_image
+from slicegan_core.calibrate import STATISTIC_LABELS, calibration_status, describe_value
 from slicegan_core.export import provenance, save_volume, sidecar_files
+from slicegan_core.match import match, read_micrograph
 
 try:  # the metrics package is optional here: without it the page shows the volume only
     from slicegan_core.metrics import fit_lognormal, phase_statistics
@@ -115,6 +117,32 @@ def get_export(path: str, stamp: float, attrs: tuple, seed: int, shape: tuple, p
     model = get_model(path, stamp)
     volume = get_volume(path, stamp, attrs, seed, shape, periodic)
     return export_zip(model, volume, dict(attrs), seed, shape, periodic, suffix)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def get_calibration(path: str, stamp: float) -> tuple:
+    """(calibration or None, note or None) of the model: see slicegan_core.calibrate.calibration_status."""
+    return calibration_status(get_model(path, stamp))
+
+
+SLIDER_STEP = 0.005
+
+
+def run_match(path: str, stamp: float):
+    """A micrograph was dropped: match it, put the matched value(s) on the slider(s), keep the result."""
+    upload = st.session_state.get("match_upload")
+    st.session_state.pop("match_result", None)
+    st.session_state.pop("match_error", None)
+    if upload is None:
+        return
+    try:
+        result = match(get_model(path, stamp), read_micrograph(upload.getvalue(), upload.name))
+    except ValueError as error:
+        st.session_state.match_error = str(error)
+        return
+    for name, value in result["match"].items():
+        st.session_state[f"attr_{name}"] = round(round(value / SLIDER_STEP) * SLIDER_STEP, 3)
+    st.session_state.match_result = (path, upload.name, result)
 
 
 def model_name(path: str) -> str:
@@ -221,12 +249,18 @@ def attribute_sliders(suffix: str, default_index: int) -> dict[str, float]:
         if not lowest <= st.session_state.get(key, np.nan) <= highest:  # first visit, or another model's range
             st.session_state[key] = trained[min(default_index, len(trained) - 1)]
         values[name] = sidebar.slider(f"{name}{' (B)' if suffix else ''}", lowest, highest,
-                                      step=0.005, format="%.3f", key=key, persist_state="session")
+                                      step=SLIDER_STEP, format="%.3f", key=key, persist_state="session")
+        if calibration and name in calibration["attributes"]:   # the value in measured units
+            sidebar.caption(f"predicted {describe_value(calibration, name, values[name])}",
+                            help="Mean over phases of one generated slice of the calibration's size; the band is "
+                                 "the lowest to highest mean over the calibration's seeds. From the model's "
+                                 "calibration (python -m slicegan_core calibrate).")
         sidebar.pills(f"Trained {name} values (click to jump)", trained, format_func=lambda v: f"{v:g}",
                       key=f"{key}_jump", on_change=jump, args=(key,))
     return values
 
 
+calibration, calibration_note = get_calibration(model_path, stamp)
 attrs_a = attribute_sliders("", default_index=len(model.trained_values.get(model.attribute_names[0], [])) // 2)
 if "seed" not in st.session_state:
     st.session_state.seed = 7
@@ -313,6 +347,46 @@ else:
     with right:
         cuts(volumes, shape)
 st.caption(f"Generated in {generate_s:.2f} s" if generate_s > 0.05 else "From the cache")
+
+# ---- match an image -------------------------------------------------------------------------------------
+
+st.subheader("Match an image")
+if calibration is None:
+    st.info(f"Matching needs the model's calibration: {calibration_note}.")
+else:
+    st.caption("Drop a segmented micrograph (2D image or 3D stack; phase values are mapped to the model's in sorted "
+               f"order, one pixel = one voxel): the {', '.join(model.attribute_names)} whose generated slices look "
+               "most like it is set on the slider. Distance: RMS over the fitted statistics of (image − model) in "
+               "tile-to-tile standard deviations (docs/matching.md).")
+    if calibration_note:
+        st.warning(calibration_note, icon=":material/warning:")
+    st.file_uploader("Micrograph to match", type=["png", "tif", "tiff", "npy"], key="match_upload",
+                     on_change=run_match, args=(model_path, stamp))
+    if st.session_state.get("match_error"):
+        st.error(st.session_state.match_error, icon=":material/error:")
+    matched = st.session_state.get("match_result")
+    if matched and matched[0] == model_path:
+        _, source, result = matched
+        st.success(f"Matched {describe(result['match'])}: distance {result['distance']:.2f} "
+                   f"(confirmed by generating: {result['confirmed_distance']:.2f}), from "
+                   f"{result['image']['tiles']} tile(s) of {result['image']['tile']}² pixels.",
+                   icon=":material/target:")
+        for message in result["warnings"]:
+            st.warning(message, icon=":material/warning:")
+        left, right = st.columns(2)
+        left.image(scene.cut_image(result["image_slice"][None], phases, 0, 0), caption=f"your image: {source}",
+                   width="stretch")
+        right.image(scene.cut_image(result["generated_slice"][None], phases, 0, 0),
+                    caption=f"generated at {describe(result['match'])}, seed {result['confirm_seed']}",
+                    width="stretch")
+        rows = [{"statistic": STATISTIC_LABELS[stat], "phase": names.get(int(phase), phase),
+                 "your image": entry["image"], "model (predicted)": entry["predicted"],
+                 "10–90 % of model slices": f"{entry['band'][0]:.3g} to {entry['band'][1]:.3g}",
+                 "generated": entry["generated"], "z": entry["z"], "fitted": entry["fitted"]}
+                for stat, per_phase in result["statistics"].items() for phase, entry in per_phase.items()]
+        st.dataframe(rows, hide_index=True,
+                     column_config={k: st.column_config.NumberColumn(format="%.3f")
+                                    for k in ("your image", "model (predicted)", "generated", "z")})
 
 # ---- statistics -----------------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@
     python bench/default_model.py train  [--run runs/default]              # the staged recipe; background-friendly
     python bench/default_model.py train  --run runs/x --steps N --set FIELD=JSON   # an experiment
     python bench/default_model.py export [--run runs/default]              # copy the run's model to models/default
+    python bench/default_model.py export --run runs/default --calibrate    # ... and calibrate it for match
 
 The generator sees only 2D slices of the three volumes (SliceGAN); the 3D volumes stay ground truth.
 """
@@ -88,6 +89,8 @@ def main(argv=None):
     parser.add_argument("--report", help="export: report.json of bench/report_default_model.py to embed")
     parser.add_argument("--report-name", help="export: which model of the report (default: the first)")
     parser.add_argument("--snapshot", help="export: a copy of the run's model/ taken at an earlier step")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="export: then calibrate the exported model for match (python -m slicegan_core calibrate)")
     args = parser.parse_args(argv)
     data_dir = Path(args.out)
     if args.action == "data":
@@ -120,6 +123,10 @@ def main(argv=None):
     else:
         export(Path(args.run), Path(args.target), Path(args.report) if args.report else None, args.report_name,
                Path(args.snapshot) if args.snapshot else None)
+        if args.calibrate:
+            from slicegan_core.calibrate import calibrate_model_dir
+            calibrate_model_dir(Path(args.target))
+            print(f"calibrated {args.target}")
 
 
 def export(run_dir: Path, target: Path, report: Path | None, report_name: str | None,
@@ -155,10 +162,24 @@ def export(run_dir: Path, target: Path, report: Path | None, report_name: str | 
                             "steering_summary": chosen["steering"]["summary"]}
     for key in ("format_version", "package_version", "architecture", "image_type"):
         info.pop(key, None)
+    # A calibration carries over only if it was measured on these very weights (the run's model/ or the
+    # snapshot, calibrated with `python -m slicegan_core calibrate`); otherwise recalibrate (--calibrate).
+    from slicegan_core.calibrate import weights_fingerprint
+    measured = info.pop("calibration", None) or _calibration(snapshot or run_dir / "model")
+    if measured and measured.get("weights") == weights_fingerprint(generator):
+        info["calibration"] = measured
+    elif measured:
+        print("the calibration found was measured on other weights and is not carried over; recalibrate with "
+              f"--calibrate or: python -m slicegan_core calibrate {target}")
     save_model(staging, generator, config, info)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     print(f"exported {snapshot or run_dir} (step {step}) -> {target}")
+
+
+def _calibration(model_dir: Path) -> dict | None:
+    path = Path(model_dir) / "model.json"
+    return json.loads(path.read_text()).get("calibration") if path.is_file() else None
 
 
 if __name__ == "__main__":

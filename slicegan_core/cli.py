@@ -1,4 +1,5 @@
-"""Command line: ``python -m slicegan_core {synth,train,resume,generate,info,evaluate,steering} --help``.
+"""Command line: ``python -m slicegan_core {synth,train,resume,generate,info,evaluate,steering,calibrate,match}
+--help``.
 
 Bad user input prints one line (``error: ...``) and exits with status 2; it never shows a traceback.
 """
@@ -99,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA when present")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override any model/training field, e.g. --set lr_g=2e-4 --set g_widths=64,32,16,8")
+    p.add_argument("--calibrate", action="store_true",
+                   help="when the run finishes, calibrate its model for match (see calibrate --help; off by default)")
 
     p = sub.add_parser("resume", help="continue a run from its last checkpoint")
     p.add_argument("run_dir")
@@ -120,6 +123,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="show a model's card")
     p.add_argument("model", nargs="?", default="default", help="model directory or shipped model name")
+
+    p = sub.add_parser("calibrate", help="measure how each attribute changes 2D-slice statistics; store it in "
+                                         "the model's model.json (needed by match)")
+    p.add_argument("model", nargs="?", default="default", help="model directory or shipped model name")
+    p.add_argument("--values", type=int, default=10, help="values per attribute over its trained range (default 10)")
+    p.add_argument("--seeds", type=int, default=6, help="volumes per value (default 6)")
+    p.add_argument("--tile", type=int, default=128, help="slice (tile) edge in pixels (default 128)")
+    p.add_argument("--slices", type=int, default=4, help="tiles per axis of each volume (default 4)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("match", help="find the attribute value whose slices look like a segmented image")
+    p.add_argument("--model", default="default", help="model directory or shipped model name (default: default)")
+    p.add_argument("--image", required=True, help="segmented 2D image or 3D stack (.png .tif .npy ...)")
+    p.add_argument("--json", help="write the result here")
+    p.add_argument("--pixel-size", type=float,
+                   help="micrometres per pixel of the image (default: the model's voxel size)")
+    p.add_argument("--statistics", default=None, metavar="NAME[,NAME]",
+                   help="statistics the distance uses (default ln_chord_mean,ln_chord_sigma,ln_ecd_sigma; "
+                        "ln_chord_sigma,ln_ecd_sigma do not depend on the pixel size)")
+    p.add_argument("--no-confirm", action="store_true", help="skip generating a volume at the match")
+    p.add_argument("--seed", type=int, default=100, help="seed of the confirming volume (default 100)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
     sub.add_parser("evaluate", help="compare a generated volume with real data (see evaluate --help)",
                    add_help=False)
@@ -193,7 +218,7 @@ def cmd_train(args) -> int:
     overrides.update({k: v for k, v in dict(steps=args.steps, device=args.device,
                                              bf16=True if args.bf16 else None).items() if v is not None})
     run_dir = train(specs, args.run_dir, preset_name=args.preset, image_type=args.image_type,
-                    voxel_size_um=args.voxel_size, **overrides)
+                    voxel_size_um=args.voxel_size, calibrate=args.calibrate, **overrides)
     print(_outcome(run_dir))
     return 0
 
@@ -263,5 +288,37 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_calibrate(args) -> int:
+    from .calibrate import calibrate_model_dir
+    from .modelfile import resolve_model_path
+
+    calibration = calibrate_model_dir(args.model, progress=not args.quiet, values=args.values, seeds=args.seeds,
+                                      tile=args.tile, slices_per_axis=args.slices)
+    ranges = ", ".join(f"{n} {min(a['values']):g} to {max(a['values']):g}" for n, a in calibration["attributes"].items())
+    print(f"calibrated {resolve_model_path(args.model)} ({ranges}; {calibration['seeds']} seeds, "
+          f"{calibration['tile']}² tiles, {calibration['seconds']:.0f} s): written to its model.json")
+    return 0
+
+
+def cmd_match(args) -> int:
+    from .generate import load_model
+    from .match import FIT_STATISTICS, format_match, load_micrograph, match
+
+    image = load_micrograph(args.image)      # before the model: a bad image fails fast
+    model = load_model(args.model, device=args.device)
+    statistics = tuple(s.strip() for s in args.statistics.split(",") if s.strip()) if args.statistics \
+        else FIT_STATISTICS
+    result = match(model, image, pixel_size=args.pixel_size, statistics=statistics, confirm=not args.no_confirm,
+                   seed=args.seed)
+    result.pop("generated_slice", None)
+    result.pop("image_slice", None)
+    result.update(model=str(args.model), source=str(args.image))
+    if args.json:
+        from .evaluate import write_json
+        write_json(result, args.json)
+    print(format_match(result))
+    return 0
+
+
 COMMANDS = {"synth": cmd_synth, "train": cmd_train, "resume": cmd_resume, "generate": cmd_generate,
-            "info": cmd_info}
+            "info": cmd_info, "calibrate": cmd_calibrate, "match": cmd_match}

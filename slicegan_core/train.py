@@ -293,6 +293,9 @@ class Run:
                              "history": self.config.get("history", [])},
                 "metrics": {k: last[k] for k in ("wasserstein", "gradient_penalty") if k in last}}
         info.update(self.config.get("model_info", {}))
+        previous = _calibration_of(directory)     # kept: calibration_status() tells when the weights moved on
+        if previous:
+            info["calibration"] = previous
         save_model(directory, self.G_average, mc, info)
 
     @torch.no_grad()
@@ -343,6 +346,14 @@ def _png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def _calibration_of(directory: Path) -> dict | None:
+    """The ``calibration`` section of an existing model.json in ``directory`` (None if none or unreadable)."""
+    try:
+        return json.loads((Path(directory) / "model.json").read_text()).get("calibration")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def _last_event(path: Path) -> dict:
     if not path.is_file():
         return {}
@@ -369,7 +380,8 @@ def _event(line: str) -> dict | None:
 # ---- public entry points ------------------------------------------------------------------------------
 
 def train(datasets, run_dir, preset_name: str = "cpu", image_type: str = "n-phase",
-          voxel_size_um: float | None = None, model_info: dict | None = None, **overrides) -> Path:
+          voxel_size_um: float | None = None, model_info: dict | None = None, calibrate: bool | dict = False,
+          **overrides) -> Path:
     """Train a new run in ``run_dir`` (must not hold another run) and return its path.
 
     Parameters
@@ -378,6 +390,8 @@ def train(datasets, run_dir, preset_name: str = "cpu", image_type: str = "n-phas
     preset_name : "cpu" (laptop), "paper" (the seed's configuration, for a GPU) or "tiny" (tests).
     image_type : "n-phase", "grayscale" or "colour".
     voxel_size_um : voxel edge in micrometres, recorded in the model.
+    calibrate : True (or a dict of :func:`slicegan_core.calibrate.calibrate` options): when the run finishes
+        (also after a resume), calibrate its model for matching (about 20 s for the default model's size).
     overrides : any :class:`ModelConfig` / :class:`TrainConfig` field, e.g. ``steps=500, bf16=True``.
     """
     run_dir = Path(run_dir)
@@ -405,6 +419,8 @@ def train(datasets, run_dir, preset_name: str = "cpu", image_type: str = "n-phas
                           "threads": train_config.threads, "device": train_config.device,
                           "attr_jitter": train_config.attr_jitter},
               "model_info": model_info or {}}
+    if calibrate:
+        config["calibrate"] = dict(calibrate) if isinstance(calibrate, dict) else True
     if run_dir.exists() and not run_dir.is_dir():
         raise ValueError(f"Run directory {run_dir} is an existing file; choose a new directory name.")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -517,6 +533,10 @@ def _execute(run: Run) -> Path:
         run.set_status("running")
         run.G.train()
         outcome = _train_loop(run)
+        if outcome == "finished" and run.config.get("calibrate"):
+            from .calibrate import calibrate_model_dir
+            options = run.config["calibrate"] if isinstance(run.config["calibrate"], dict) else {}
+            calibrate_model_dir(run.dir / "model", progress=False, **options)
         run.set_status(outcome)
     except BaseException as error:
         tail = "".join(traceback.format_exception(error))[-4000:]

@@ -120,6 +120,13 @@ CASES = [
                              "--generated", "{files}/labels.npy"], "two_hundred_values.npy"),
     ("evaluate-phases-not-shared", ["evaluate", "--real", "{files}/labels_0_255.npy",
                                     "--generated", "{files}/labels.npy"], "[0, 255]"),
+    # calibrate / match (the trained run's model has no calibration)
+    ("calibrate-one-seed", ["calibrate", "{model}", "--seeds", "1"], "seeds"),
+    ("calibrate-a-run-dir", ["calibrate", "{run}"], "training run"),
+    ("match-uncalibrated-model", ["match", "--model", "{model}", "--image", "{files}/labels.npy"], "calibrate"),
+    ("match-two-phases", ["match", "--model", "{model}", "--image", "{files}/labels_0_255.npy"], "[0, 255]"),
+    ("match-greyscale-photo", ["match", "--model", "{model}", "--image", "{files}/photo.npy"], "photo.npy"),
+    ("match-missing-image", ["match", "--model", "{model}", "--image", "{tmp}/nothing.png"], "nothing.png"),
 ]
 
 

@@ -1,7 +1,8 @@
 """The app in a real browser: `streamlit run app.py` on a free port, driven by Playwright with Debian's Chromium.
 
 Checks that the vtk.js 3D view really draws (non-background pixels in a screenshot of its iframe), that moving
-the alpha slider redraws it, and that the export downloads. It also prints the measured time from releasing the
+the alpha slider redraws it, that the export downloads, and that dropping a micrograph on "Match an image" moves
+the slider and shows the comparison. It also prints the measured time from releasing the
 slider to the new picture (no timed assertion: the CPU is shared). Chromium is the system one (`apt-get install
 chromium`, done by .ci/run); nothing is downloaded.
 
@@ -200,6 +201,37 @@ def test_view_draws_follows_the_slider_and_exports(server, browser, tmp_path):
     assert volume.shape == (64, 64, 64) and f"alpha{timings[-1][0]:g}" in tif_name
     offline = ("data:", "blob:", "about:", server["url"], server["url"].replace("127.0.0.1", "localhost"))
     assert [url for url in requested if not url.startswith(offline)] == []      # the page needs no internet
+    page.close()
+
+
+def test_match_panel_sets_the_slider_and_compares(server, browser, tmp_path):
+    """Drop a 128^2 slice of the held-out synthetic truth at alpha 0.475 (or, without the default model's data,
+    a synthesized one) on "Match an image": the alpha slider moves to the match, both pictures and the
+    comparison table appear."""
+    from slicegan_core.synthetic import synthesize
+
+    truth = ROOT / "runs" / "default_data" / "synthetic_sigma0.475.npy"
+    if truth.is_file():
+        image = np.load(truth, mmap_mode="r")[40, 10:138, 20:148]
+    else:
+        image = synthesize(shape=(128, 128, 8), sigma=0.475, median_esd=8.0, seed=105).labels[:, :, 4]
+    Image.fromarray(np.asarray(image, np.uint8)).save(tmp_path / "micrograph.png")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server["url"])
+    page.get_by_role("button", name="Download TIFF").wait_for(timeout=180_000)
+    value = page.locator('[data-testid="stSidebar"] [data-testid="stSlider"]').first.locator("input")
+    before = float(value.get_attribute("value"))
+    tables = page.locator('[data-testid="stDataFrame"]').count()
+    page.get_by_text("Match an image").scroll_into_view_if_needed()
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(tmp_path / "micrograph.png")
+    page.get_by_text("Matched alpha").wait_for(timeout=120_000)
+    page.get_by_text("your image: micrograph.png").wait_for(timeout=60_000)
+    page.wait_for_function(f"document.querySelectorAll('[data-testid=\"stDataFrame\"]').length > {tables}",
+                           timeout=60_000)
+    after = float(value.get_attribute("value"))
+    assert after != before and 0.35 < after <= 0.6, (before, after)
+    assert page.get_by_text("generated at alpha").count() >= 1
+    print(f"\nmatch panel: slider {before:.3f} -> {after:.3f} for a slice of the alpha 0.475 truth")
     page.close()
 
 

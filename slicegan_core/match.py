@@ -1,0 +1,331 @@
+"""Inverse steering: which attribute value makes slices like a user's segmented micrograph?
+
+The image (2D, or a 3D stack whose slices are used) is cut into tiles of the calibration's size and measured
+with :func:`slicegan_core.calibrate.tile_statistics`; the mean over its tiles is compared with the model's
+calibration curves, and the attribute value(s) with the smallest distance win. The match is then confirmed by
+generating a volume at that value and measuring its slices the same way.
+
+Distance (docs/matching.md): over the fitted statistics k (statistic x phase; by default mean and sigma of
+ln chord and sigma of ln 2D feature size of every phase),
+
+    d(a) = sqrt( mean_k ((x_k - m_k(a)) / s_k)^2 ),
+
+with x_k the image's value, m_k(a) the calibrated mean of one generated tile at attribute value a and s_k the
+calibrated standard deviation of one tile (seeds and positions together, averaged over the calibrated values).
+d is in units of tile-to-tile spread: d <= 1 means the image is as close to the model's slices at a as those
+slices are to each other. d > 2 (``OUTSIDE_DISTANCE``) is reported as "outside what the model makes".
+
+Phase values of the image are mapped to the model's in sorted order; each area fraction must then lie within
+the range of fractions the model makes, widened by ``VF_TOLERANCE`` (0.10) or by three tile-to-tile standard
+deviations of the mean over the image's tiles, whichever is larger, or the image is refused.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+
+import numpy as np
+
+from .calibrate import STATISTIC_LABELS, STATISTICS, calibration_status, image_tiles, predict, tile_statistics, \
+    volume_tiles
+
+FIT_STATISTICS = ("ln_chord_mean", "ln_chord_sigma", "ln_ecd_sigma")
+VF_TOLERANCE = 0.10        # largest |area fraction of image - model| per phase after the phase mapping
+OUTSIDE_DISTANCE = 2.0     # distance above which the image is reported as outside what the model makes
+MAX_LABELS = 16            # more distinct values: a greyscale image, not segmented phases
+MAX_TILES = 48
+GRID = 401                 # candidate values per attribute
+
+
+def load_micrograph(path) -> np.ndarray:
+    """Read a segmented image or stack (.png .tif .npy ...) as (H, W) or (D, H, W) labels; an RGB image with
+    equal channels is read as grey labels. ValueError (one sentence) for anything that is not label data."""
+    from .data import load_image
+
+    array = load_image(path)
+    if array.ndim in (3, 4) and array.shape[-1] == 3 and array.ndim - 1 in (2, 3) and \
+            (array.ndim == 4 or min(array.shape[:2]) > 8):
+        if np.array_equal(array[..., 0], array[..., 1]) and np.array_equal(array[..., 0], array[..., 2]):
+            array = array[..., 0]
+        else:
+            raise ValueError(f"'{path}' is a colour image; match needs a segmented image whose pixel values are "
+                             "the phases (e.g. 0, 1, 2).")
+    return as_label_image(array, f"'{path}'")
+
+
+def read_micrograph(data: bytes, name: str) -> np.ndarray:
+    """:func:`load_micrograph` of an uploaded file's bytes (``name`` gives only the file type, by its suffix)."""
+    import tempfile
+    from pathlib import Path
+
+    suffix = Path(str(name)).suffix.lower()
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"upload{suffix}"
+        path.write_bytes(data)
+        try:
+            return load_micrograph(path)
+        except ValueError as error:       # name the user's file, not the temporary copy
+            raise ValueError(str(error).replace(str(path), str(Path(str(name)).name))) from None
+
+
+def as_label_image(image, name: str = "image") -> np.ndarray:
+    """``image`` as integer labels (H, W) or (D, H, W), or ValueError naming what is wrong."""
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{name} has shape {arr.shape}; match needs a 2D image (H, W) or a 3D stack (D, H, W).")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{name} has data type {arr.dtype}; match needs whole-number phase labels.")
+    values = np.unique(arr)
+    if values.size > MAX_LABELS or not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
+        raise ValueError(f"{name} has {values.size} distinct values{'' if values.size > MAX_LABELS else ', not all whole numbers'}, "
+                         "so it is not a segmented image; segment it into phases first.")
+    return arr.astype(np.int64) if arr.dtype.kind == "f" else arr
+
+
+def map_phases(image: np.ndarray, model_phases) -> tuple[np.ndarray, dict[int, int]]:
+    """Relabel ``image`` so that its sorted phase values become the model's sorted phase values.
+
+    Returns the relabelled image and the map {image value: model value}; ValueError (one sentence) when the
+    numbers of phases differ."""
+    ours, theirs = np.unique(image), sorted(int(p) for p in model_phases)
+    if ours.size != len(theirs):
+        raise ValueError(f"The image has {ours.size} phase(s) (values {ours.tolist()}) but the model makes "
+                         f"{len(theirs)} ({theirs}); segment the image into {len(theirs)} phases or choose a model "
+                         f"trained on {ours.size}-phase data.")
+    mapping = {int(a): int(b) for a, b in zip(ours, theirs)}
+    lookup = np.searchsorted(ours, image)
+    return np.asarray(theirs)[lookup], mapping
+
+
+def micrograph_tiles(labels: np.ndarray, tile: int) -> list[np.ndarray]:
+    """Tiles of a 2D image, or of up to 4 evenly spaced slices per axis of a 3D stack (at most MAX_TILES)."""
+    if labels.ndim == 2:
+        tiles = image_tiles(labels, tile, limit=MAX_TILES)
+    else:
+        tiles = []
+        for axis in range(3):
+            n = labels.shape[axis]
+            for index in ((np.arange(min(4, n)) + 0.5) * n / min(4, n)).astype(int):
+                tiles.extend(image_tiles(np.take(labels, int(index), axis=axis), tile, limit=4))
+        if len(tiles) > MAX_TILES:
+            tiles = [tiles[i] for i in np.linspace(0, len(tiles) - 1, MAX_TILES).round().astype(int)]
+    if not tiles:
+        raise ValueError(f"The image is {' x '.join(map(str, labels.shape))} pixels; the model's calibration "
+                         f"compares tiles of {tile} x {tile} pixels, so give an image at least that large.")
+    return tiles
+
+
+def mean_statistics(tiles, phases, voxel_size: float) -> dict[str, dict[str, float]]:
+    """statistic -> phase (str) -> mean over the tiles (NaN where no tile has a value)."""
+    measured = [tile_statistics(t, phases, voxel_size) for t in tiles]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return {s: {str(p): float(np.nanmean([m[s][p] for m in measured])) for p in phases} for s in STATISTICS}
+
+
+def distance(observed: dict, predicted: dict, scale: dict, keys) -> tuple:
+    """RMS z-score over ``keys`` ((statistic, phase) pairs) and the z of each; entries that are NaN are skipped.
+
+    ``predicted[stat][phase]["mean"]`` may be an array (one entry per candidate value): the distance is then an
+    array too."""
+    zs = {}
+    for stat, phase in keys:
+        x, m, s = observed[stat][phase], np.asarray(predicted[stat][phase]["mean"], float), scale[(stat, phase)]
+        if math.isfinite(x) and math.isfinite(s) and s > 0 and np.all(np.isfinite(m)):
+            zs[(stat, phase)] = (x - m) / s
+    if not zs:
+        return math.nan, zs
+    d = np.sqrt(np.mean(np.square(np.stack(list(zs.values()))), axis=0))
+    return (float(d) if d.ndim == 0 else d), {k: (float(v) if np.ndim(v) == 0 else v) for k, v in zs.items()}
+
+
+def match(model, image, *, pixel_size: float | None = None, statistics=FIT_STATISTICS, confirm: bool = True,
+          seed: int = 100, calibration: dict | None = None) -> dict:
+    """Find the attribute value(s) whose generated slices look most like ``image``.
+
+    Parameters
+    ----------
+    model : :class:`slicegan_core.Model`
+        An n-phase model with attributes and a calibration in its model.json (``python -m slicegan_core
+        calibrate MODEL``).
+    image : array_like of int, shape (H, W) or (D, H, W)
+        The user's segmented image or stack; at least one calibration tile (e.g. 128 x 128) large.
+    pixel_size : float, optional
+        Micrometres per pixel of the image; default the model's voxel size (needs the model's voxel size).
+    statistics : sequence of str, default FIT_STATISTICS
+        Which of :data:`slicegan_core.calibrate.STATISTICS` the distance uses (all phases of each).
+    confirm : bool, default True
+        Generate a volume at the match and measure it the same way (``generated`` column, ``confirmed``).
+    seed : int, default 100
+        Seed of the confirming volume (the calibration uses seeds 0, 1, ...).
+    calibration : dict, optional
+        Use this calibration instead of the model's own.
+
+    Returns
+    -------
+    dict
+        ``match`` {attribute: value}, ``distance`` (see the module docstring), ``confirmed_distance``,
+        ``statistics`` statistic -> phase -> {image, predicted, band, generated, sd, z, fitted},
+        ``phase_map``, ``warnings``, ``outside`` (bool), ``image`` (shape, tiles, pixel size) and
+        ``generated_slice`` (a (tile, tile) label array, not JSON; only with ``confirm``) and ``image_slice``
+        (the image, or the middle slice of a stack, in the model's phase values; not JSON).
+
+    Examples
+    --------
+    >>> result = match(load_model("default"), load_micrograph("slice.png"))      # doctest: +SKIP
+    >>> result["match"], round(result["distance"], 2)                            # doctest: +SKIP
+    ({'alpha': 0.27}, 0.41)
+    """
+    started = time.perf_counter()
+    names = tuple(getattr(model, "attribute_names", ()) or ())
+    if not names:
+        raise ValueError("This model has no attributes, so there is nothing to match; it makes one kind of "
+                         "structure only.")
+    if getattr(model, "image_type", "n-phase") != "n-phase":
+        raise ValueError(f"match compares segmented images with label (n-phase) models; this model is "
+                         f"{model.image_type}.")
+    labels, mapping = map_phases(as_label_image(image), model.phase_values)
+    note = None
+    if calibration is None:
+        calibration, note = calibration_status(model)
+        if calibration is None:
+            raise ValueError(f"Cannot match: {note}.")
+    unknown = [s for s in statistics if s not in STATISTICS]
+    if unknown or not statistics:
+        raise ValueError(f"statistics must be some of {list(STATISTICS)}, got {list(statistics)!r}.")
+    tile = int(calibration["tile"])
+    model_dx = model.voxel_size_um
+    if pixel_size is not None:
+        if not isinstance(pixel_size, (int, float)) or isinstance(pixel_size, bool) or not pixel_size > 0 \
+                or not math.isfinite(pixel_size):
+            raise ValueError(f"pixel_size must be a positive number of micrometres, got {pixel_size!r}.")
+        if not model_dx:
+            raise ValueError("A pixel size needs the model's voxel size, which this model does not record; leave "
+                             "it out to take one pixel as one voxel.")
+    dx = float(pixel_size or model_dx or 1.0)
+
+    phases = sorted(int(p) for p in calibration["phases"])
+    tiles = micrograph_tiles(labels, tile)
+    observed = mean_statistics(tiles, phases, dx)
+
+    sweeps = calibration["attributes"]
+    _check_fractions(observed, sweeps, phases, mapping, len(tiles))
+    keys = [(s, str(p)) for s in statistics for p in phases]
+    scale = {k: _mean_sd(sweeps, *k) for k in keys}
+    grids = {n: np.linspace(min(sweeps[n]["values"]), max(sweeps[n]["values"]), GRID) for n in sweeps}
+    best = {n: float(np.median(grids[n])) for n in sweeps}
+    for _ in range(3 if len(sweeps) > 1 else 1):          # coordinate descent (one pass for one attribute)
+        for name in sweeps:
+            scores = distance(observed, predict(calibration, {**best, name: grids[name]}), scale, keys)[0]
+            if np.all(np.isnan(scores)):
+                raise ValueError("None of the fitted statistics could be measured on the image (too few chords or "
+                                 "features per phase); give a larger image.")
+            best[name] = float(grids[name][int(np.nanargmin(scores))])
+    best = {n: round(v, 4) for n, v in best.items()}
+    predicted = predict(calibration, best)
+    d, zs = distance(observed, predicted, scale, keys)
+
+    generated, confirmed, gen_slice = None, None, None
+    if confirm:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            volume = model.generate(dict(best), seed=seed, shape=(tile,) * 3, periodic=False)
+        per_axis = max(1, min(2, int(calibration.get("slices_per_axis", 2))))
+        generated = mean_statistics(volume_tiles(volume, tile, per_axis), phases, float(model_dx or 1.0))
+        confirmed = distance(observed, {s: {p: {"mean": generated[s][p]} for p in generated[s]} for s in generated},
+                             scale, keys)[0]
+        gen_slice = volume[tile // 2]
+
+    table = {}
+    for stat in STATISTICS:
+        table[stat] = {}
+        for p in phases:
+            key, entry = (stat, str(p)), predicted[stat][str(p)]
+            table[stat][str(p)] = {
+                "image": observed[stat][str(p)], "predicted": entry["mean"], "band": [entry["q10"], entry["q90"]],
+                "generated": generated[stat][str(p)] if generated else None, "sd": entry["sd"],
+                "z": zs.get(key), "fitted": key in zs}
+    messages = [note] if note else []
+    at_edge = [n for n in best if best[n] in (round(float(grids[n][0]), 4), round(float(grids[n][-1]), 4))]
+    for n in at_edge:
+        messages.append(f"The best {n} is at the end of the calibrated range [{grids[n][0]:g}, {grids[n][-1]:g}]; "
+                        "the image may need a value the model was not trained for.")
+    outside = not math.isfinite(d) or d > OUTSIDE_DISTANCE or bool(at_edge)
+    if not math.isfinite(d) or d > OUTSIDE_DISTANCE:
+        worst = max(zs, key=lambda k: abs(zs[k])) if zs else None
+        messages.append(f"The image lies outside what the model makes: its statistics differ from the closest "
+                        f"generated slices by {d:.1f} tile-to-tile standard deviations (RMS over the fitted "
+                        f"statistics; above {OUTSIDE_DISTANCE:g} counts as outside)"
+                        + (f", most in {STATISTIC_LABELS[worst[0]]} of phase {worst[1]} (z = {zs[worst]:+.1f})."
+                           if worst else "."))
+    return {
+        "match": best, "distance": d, "confirmed_distance": confirmed, "outside": outside, "warnings": messages,
+        "statistics": table, "fitted_statistics": list(statistics), "phase_map": {str(k): v for k, v in mapping.items()},
+        "image": {"shape": list(labels.shape), "tiles": len(tiles), "tile": tile, "pixel_size_um": dx if (pixel_size or model_dx) else None},
+        "calibrated_range": {n: [float(grids[n][0]), float(grids[n][-1])] for n in grids},
+        "confirm_seed": seed if confirm else None, "seconds": round(time.perf_counter() - started, 2),
+        "generated_slice": gen_slice, "image_slice": labels if labels.ndim == 2 else labels[labels.shape[0] // 2],
+    }
+
+
+def _mean_sd(sweeps: dict, stat: str, phase: str) -> float:
+    """Tile-to-tile standard deviation of a statistic, averaged over every calibrated value of every sweep."""
+    sds = [v for sweep in sweeps.values() for v in sweep["curves"][stat][phase]["sd"] if v is not None]
+    sds = [v for v in sds if math.isfinite(v) and v > 0]
+    return float(np.mean(sds)) if sds else math.nan
+
+
+def fraction_tolerance(sweeps: dict, phase: str, n_tiles: int) -> float:
+    """How far the image's area fraction of ``phase`` may lie outside the model's: ``VF_TOLERANCE`` or three
+    tile-to-tile standard deviations of the mean of ``n_tiles`` tiles, whichever is larger."""
+    sds = [v for sweep in sweeps.values() for v in sweep["curves"]["vf"][phase]["sd"] if v is not None]
+    return max(VF_TOLERANCE, 3 * max(sds, default=0.0) / math.sqrt(n_tiles))
+
+
+def _check_fractions(observed: dict, sweeps: dict, phases, mapping, n_tiles: int) -> None:
+    """Refuse an image whose area fractions (after the phase map) are far from every fraction the model makes."""
+    excess, worst = {}, None
+    for p in phases:
+        made = [v for sweep in sweeps.values() for v in sweep["curves"]["vf"][str(p)]["mean"] if v is not None]
+        x = observed["vf"][str(p)]
+        gap = max(0.0, min(made) - x, x - max(made)) if made else 0.0
+        excess[p] = gap - fraction_tolerance(sweeps, str(p), n_tiles)
+        if worst is None or excess[p] > excess[worst]:
+            worst = p
+    if excess[worst] > 0:
+        image_vf = ", ".join(f"{observed['vf'][str(p)]:.2f}" for p in phases)
+        model_vf = ", ".join(f"{np.mean([v for s in sweeps.values() for v in s['curves']['vf'][str(p)]['mean'] if v is not None]):.2f}"
+                             for p in phases)
+        raise ValueError(f"After mapping the image's phase values {list(mapping)} to the model's {list(phases)} in "
+                         f"sorted order, its area fractions ({image_vf}) differ from the model's ({model_vf}) by more "
+                         f"than the tolerance of {fraction_tolerance(sweeps, str(worst), n_tiles):.2f} (phase "
+                         f"{worst}); check the segmentation and the order of the phase values, or use a model of "
+                         "this material.")
+
+
+def format_match(result: dict) -> str:
+    """A short text report: the match, the distance, warnings and the per-statistic comparison."""
+    lines = [f"match: {', '.join(f'{k} = {v:.3f}' for k, v in result['match'].items())}   "
+             f"distance {result['distance']:.2f}"
+             + (f" (confirmed by generating: {result['confirmed_distance']:.2f})"
+                if result.get("confirmed_distance") is not None else "")
+             + f"   [{result['image']['tiles']} tile(s) of {result['image']['tile']}², phases "
+             + ", ".join(f"{a}->{b}" for a, b in result["phase_map"].items()) + "]"]
+    lines.append(f"{'statistic':>15} {'phase':>5} {'image':>8} {'predicted':>9} {'10-90 %':>15} {'generated':>9} {'z':>6}")
+    for stat, per_phase in result["statistics"].items():
+        for phase, e in per_phase.items():
+            band = f"{_f(e['band'][0])}-{_f(e['band'][1])}"
+            lines.append(f"{STATISTIC_LABELS[stat]:>15} {phase:>5} {_f(e['image']):>8} {_f(e['predicted']):>9} "
+                         f"{band:>15} {_f(e['generated']):>9} {_f(e['z'], 2):>6}{'' if e['fitted'] else '  (not fitted)'}")
+    for message in result["warnings"]:
+        lines.append(f"warning: {message}")
+    return "\n".join(lines)
+
+
+def _f(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    return f"{value:.{digits}f}" if abs(value) < 1000 else f"{value:.0f}"
