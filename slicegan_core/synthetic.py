@@ -29,11 +29,13 @@ are quantised (one voxel has an ESD of 1.24), and grains that lose every voxel a
 against it (their volumes still follow the law), not grains cut from a larger volume.
 
 Limits. Placing or growing a grain scans a box about twice its diameter wide (wrapped round a periodic volume
-as often as it reaches across), so the work for one grain grows with its volume and an unbounded grain never
-finishes. :func:`synthesize` therefore refuses a size law whose largest possible grain,
-``median_esd * exp(truncate_sigmas * sigma)``, would hold more than 8 volumes of the box, or whose mean grain
-would not fit in the box once; ``sigma`` is at most 2 and ``truncate_sigmas`` at most 6. It also refuses,
-before allocating anything, a volume that needs more memory than is available (:func:`synthesis_bytes`).
+as often as it reaches across), and a grain much larger than the volume leaves most voxels to the growth's
+slow exact fallback: ``median_esd=1e9`` never finished, and a law whose largest grain could hold 8 volumes
+took 56 s at 128^3. :func:`synthesize` therefore refuses a size law whose largest possible grain,
+``median_esd * exp(truncate_sigmas * sigma)``, has a sphere volume larger than the box, or whose mean grain
+does not fit in the box (at that bound, 128^3 volumes with sigma 0.35-1.5 take under 1 s); ``sigma`` is at
+most 2 and ``truncate_sigmas`` at most 6. It also refuses, before allocating anything, a volume that needs more
+memory than is available (:func:`synthesis_bytes`).
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ _CANDIDATES = 128  # candidate positions tried per grain during packing
 _MAX_SIGMA = 2.0  # sigma of ln(ESD) at most: at 2 the volume-weighted median ESD is e^12 = 1.6e5 medians
 _MAX_TRUNCATE = 6.0  # a cut beyond 6 sigma removes under 2e-9 of the grains, i.e. none
 # The largest grain the law can draw, median * e^(truncate_sigmas * sigma), may hold at most this many box
-# volumes: placing or growing a grain scans a box of twice its diameter (wrapped around a periodic volume as
-# often as it reaches across), about 15 sphere volumes, so this bounds one grain's work by ~120 volume scans.
-_MAX_GRAIN_VOLUMES = 8.0
+# volumes. Larger ones leave the weighted tessellation's far voxels to the slow KD-tree fallback: at the
+# median_esd this allows, 8 seeds of 128^3 with sigma 0.35-1.5 each took under 1 s; allowing 8 box volumes,
+# one took 56 s (and a median of 1e9 voxels never finished).
+_MAX_GRAIN_VOLUMES = 1.0
 _SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes seeds below 2**64; synthesize follows the same rule
 _REACH = 1.6  # box half-width of a grain during growth, in units of its weight (exactness fallback beyond)
 _MAX_PASSES = 8  # growth passes at most (one plain Voronoi + calibration passes)
@@ -104,9 +107,9 @@ def synthesize(
         Standard deviation of ln(ESD) ("alpha" = ln of the geometric standard deviation), 0 to 2; 0 gives
         monodisperse grains.
     median_esd : float, default 8.0
-        Median equivalent-sphere diameter in voxels, > 1 and small enough that the volume holds at least one
-        mean-sized grain and the largest grain the law can draw, ``median_esd * exp(truncate_sigmas * sigma)``,
-        holds at most 8 volumes of the box (the work of placing and growing a grain grows with its volume).
+        Median equivalent-sphere diameter in voxels, > 1 and small enough that the volume holds a mean-sized
+        grain and the largest grain the law can draw, ``median_esd * exp(truncate_sigmas * sigma)``, is no
+        larger than the volume (see "Limits" in the module docstring).
     phase_fractions : sequence of float, default (0.35, 0.35, 0.30)
         Target volume fraction of each phase (1 to 255 phases), positive and summing to 1.
     periodic : bool, default True
@@ -236,15 +239,15 @@ def _validate(shape, sigma, median_esd, phase_fractions, periodic, seed, truncat
     largest = _largest_median_esd(dims, float(sigma), float(truncate_sigmas))
     if largest <= 1:
         raise ValueError(
-            f"sigma={sigma:g} is too wide for a {dims} volume: even a median_esd just above 1 voxel lets the "
-            f"largest grain the size law can draw (median_esd * exp(truncate_sigmas * sigma)) hold more than "
-            f"{_MAX_GRAIN_VOLUMES:g} volumes of the box, so lower sigma or truncate_sigmas or enlarge the volume."
+            f"sigma={sigma:g} is too wide for a {dims} volume: even with median_esd just above 1 voxel the "
+            f"largest grain the size law can draw (median_esd * exp(truncate_sigmas * sigma)) would be larger than "
+            f"the volume, so lower sigma or truncate_sigmas or enlarge the volume."
         )
     if median_esd > largest:
         raise ValueError(
             f"median_esd={median_esd!r} is too large for a {dims} volume with sigma={sigma:g}: use a value "
-            f"above 1 and at most {largest:.3g} voxels, so that the volume holds at least one mean-sized grain "
-            f"and the largest grain the size law can draw holds at most {_MAX_GRAIN_VOLUMES:g} volumes of the box."
+            f"above 1 and at most {largest:.3g} voxels, so that the volume holds a mean-sized grain and the "
+            f"largest grain the size law can draw (median_esd * exp(truncate_sigmas * sigma)) is no larger than it."
         )
     try:
         fractions = tuple(phase_fractions)
@@ -290,8 +293,8 @@ def _mean_sphere_volume(median_esd, sigma, truncate_sigmas) -> float:
 
 
 def _largest_median_esd(shape, sigma, truncate_sigmas) -> float:
-    """Largest median ESD (voxels) for which a volume of ``shape`` holds at least one mean-sized grain and the
-    largest grain the law can draw holds at most ``_MAX_GRAIN_VOLUMES`` volumes of the box."""
+    """Largest median ESD (voxels) for which a volume of ``shape`` holds a mean-sized grain and the largest
+    grain the law can draw holds at most ``_MAX_GRAIN_VOLUMES`` volumes of the box."""
     n_voxels = math.prod(shape)
     one_grain = (n_voxels / _mean_sphere_volume(1.0, sigma, truncate_sigmas)) ** (1 / 3)
     largest_grain = (6.0 / np.pi * _MAX_GRAIN_VOLUMES * n_voxels) ** (1 / 3) / math.exp(truncate_sigmas * sigma)
@@ -343,13 +346,12 @@ def check_memory(shape, needed: int, needed_for_cube, available: int | None = No
         available = available_memory()
     if available is None or needed <= available:
         return
-    low, high = 0, max(shape)              # the largest side that fits lies in [low, high)
-    while high - low > 1:
-        side = (low + high) // 2
-        if needed_for_cube(max(side, smallest)) <= available:
-            low = side
-        else:
-            high = side
+    # Sides a few % apart, not a bisection: the need is not monotonic in the side (tile shapes jump). No
+    # machine holds a 10^7 cube (10^21 voxels), so the search stops there.
+    top = min(max(max(shape), smallest, 1), 10**7)
+    grid = np.unique(np.geomspace(max(smallest, 1), top, 1000).astype(np.int64))
+    fitting = [int(side) for side in grid if needed_for_cube(int(side)) <= available]
+    low = max(fitting, default=0)
     # "about 2600": two significant digits, rounded down, then down to the multiple.
     side = low if low < 100 else int(str(low)[:2]) * 10 ** (len(str(low)) - 2)
     side = side // multiple * multiple
@@ -363,8 +365,9 @@ def check_memory(shape, needed: int, needed_for_cube, available: int | None = No
 
 
 def _gib(n_bytes: int) -> str:
+    """Bytes as GiB for a message: 25.1 GiB, 0.012 GiB, 9.3e+05 GiB."""
     gib = n_bytes / 2**30
-    return f"{gib:,.1f} GiB" if gib >= 0.1 else f"{gib:.2g} GiB"
+    return f"{gib:.1f} GiB" if 0.1 <= gib < 1e4 else f"{gib:.2g} GiB"
 
 
 def _sample_esd(rng, n_voxels, sigma, median_esd, truncate_sigmas):

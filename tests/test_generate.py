@@ -1,14 +1,23 @@
-"""Generation: determinism, any shape, attribute checks, exact seamless tiling, the generator's reach, and
-periodic volumes.
+"""Generation: determinism, any shape, argument checks, exact seamless tiling that no budget changes, the
+generator's reach, periodic volumes, and the up-front memory check.
 
 ``tiny_model`` is a 4-step trained "tiny" model (voxels_per_latent 16); ``smooth_model`` is a random-init one
 with linear-upsampling kernels whose output varies smoothly in space, so seams would show as jumps.
 """
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
-from slicegan_core.generate import HALO, load_model
+from slicegan_core import synthetic
+from slicegan_core.generate import HALO, STATS_WINDOW, load_model
 
 ALPHA = {"alpha": 0.35}
 A = torch.tensor([[0.35]])
@@ -60,10 +69,25 @@ def test_an_int_shape_is_a_cube(tiny_model):
     assert tiny_model.generate(ALPHA, seed=0, shape=20).shape == (20, 20, 20)
 
 
-@pytest.mark.parametrize("shape", [(0, 5, 5), (5, 5), (5, 5, 5, 5), "big", (-4, 8, 8), None])
+@pytest.mark.parametrize("shape", [(0, 5, 5), (5, 5), (5, 5, 5, 5), "big", (-4, 8, 8), None, (16.7, 16, 16),
+                                   (16.0, 16, 16), (True, 16, 16), True, np.float64(16), (np.float32(16), 16, 16)])
 def test_bad_shape_is_a_value_error(tiny_model, shape):
-    with pytest.raises(ValueError, match="shape must be three"):
+    with pytest.raises(ValueError, match=r"shape must be three positive integers such as \(128, 128, 128\)"):
         tiny_model.generate(ALPHA, shape=shape)
+
+
+def test_numpy_integer_shapes_and_seeds_are_accepted(tiny_model):
+    volume = tiny_model.generate(ALPHA, seed=3, shape=(16, 24, 8))
+    assert np.array_equal(tiny_model.generate(ALPHA, seed=np.int64(3), shape=(np.int32(16), np.int64(24), 8)), volume)
+    assert np.array_equal(tiny_model.generate(ALPHA, seed=3, shape=np.array([16, 24, 8])), volume)
+    assert tiny_model.generate(ALPHA, seed=2**64 - 1, shape=8).shape == (8, 8, 8)   # torch's largest seed
+
+
+@pytest.mark.parametrize("seed", [1.5, 3.0, True, -1, 2**64, 10**30, "7", None, np.float64(3)])
+def test_bad_seed_is_a_value_error(tiny_model, seed):
+    message = r"seed must be a non-negative integer below 2\*\*64, got .*; pass e\.g\. seed=0"
+    with pytest.raises(ValueError, match=message):
+        tiny_model.generate(ALPHA, seed=seed, shape=8)
 
 
 # ---- attributes --------------------------------------------------------------------------------------
@@ -97,11 +121,29 @@ def test_float32_rounded_ranges_of_older_models_keep_trained_values_in_range(mak
     ({"sigma": 0.3}, r"Unknown attribute\(s\) \['sigma'\]"),
     ({}, r"Missing attribute value\(s\) for \['alpha'\]"),
     ({"alpha": "wide"}, "Attribute alpha must be a number"),
+    ({"alpha": "0.3"}, r"Attribute alpha must be a number \(got '0.3'\); pass e.g. \{'alpha': 0.35\}"),
+    ({"alpha": True}, r"Attribute alpha must be a number \(got True\)"),
+    ({"alpha": np.bool_(False)}, "Attribute alpha must be a number"),
+    ({"alpha": None}, "Attribute alpha must be a number"),
+    ({"alpha": [0.3]}, "Attribute alpha must be a number"),
     ({"alpha": float("nan")}, "Attribute alpha must be finite"),
+    ({"alpha": float("inf")}, "Attribute alpha must be finite"),
 ])
 def test_unknown_missing_or_bad_attribute_is_a_value_error(tiny_model, attrs, message):
     with pytest.raises(ValueError, match=message):
         tiny_model.generate(attrs, shape=16)
+
+
+def test_numpy_attribute_values_are_numbers(tiny_model):
+    assert np.array_equal(tiny_model.generate({"alpha": np.float64(0.35)}, seed=1, shape=8),
+                          tiny_model.generate({"alpha": 0.35}, seed=1, shape=8))
+    assert tiny_model.generate({"alpha": np.float32(0.3)}, seed=1, shape=8).shape == (8, 8, 8)
+
+
+@pytest.mark.parametrize("budget", [0, -5, 2.5e6, True, "1000"])
+def test_bad_tile_budget_is_a_value_error(tiny_model, budget):
+    with pytest.raises(ValueError, match="max_tile_voxels must be a positive integer"):
+        tiny_model.generate(ALPHA, shape=8, max_tile_voxels=budget)
 
 
 def test_bad_precision_and_device(trained_run):
@@ -115,41 +157,85 @@ def test_bad_precision_and_device(trained_run):
 # ---- tiling --------------------------------------------------------------------------------------------
 
 def capture_frozen_stats(model, monkeypatch) -> dict:
-    """Record the statistics (and tile core) that tiled generation freezes."""
+    """Record the statistics that generation freezes (and the latent window they come from)."""
     captured = {}
     original = model._frozen_stats
 
-    def recording(z, attrs, core):
-        captured["stats"], captured["core"] = original(z, attrs, core), list(core)
+    def recording(z, attrs, window):
+        captured["stats"], captured["window"] = original(z, attrs, window), window
         return captured["stats"]
     monkeypatch.setattr(model, "_frozen_stats", recording)
     return captured
 
 
+# The tiny model has 16 voxels per latent cell: its statistics window is 14 cells (192 voxels) per axis, so a
+# volume longer than 192 voxels along one axis uses window statistics.
+WINDOWED = (208, 40, 24)
+
+
 @pytest.mark.parametrize("output_layer", ["transposed", "upsample"])
-@pytest.mark.parametrize("shape, periodic", [((70, 50, 40), False), ((64, 48, 32), True)])
+@pytest.mark.parametrize("shape, periodic", [((208, 50, 40), False), ((224, 48, 32), True)])
 def test_tiled_volume_equals_a_single_pass_with_the_frozen_statistics_exactly(tiny_model, make_random_model,
                                                                               monkeypatch, shape, periodic,
                                                                               output_layer):
     if output_layer == "upsample":
         tiny_model = make_random_model("tiny", output_layer=output_layer)
     captured = capture_frozen_stats(tiny_model, monkeypatch)
-    tiled = tiny_model.generate(ALPHA, seed=3, shape=shape, periodic=periodic, max_tile_voxels=60_000,
+    tiled = tiny_model.generate(ALPHA, seed=3, shape=shape, periodic=periodic, max_tile_voxels=200_000,
                                 probabilities=True)
-    assert max(captured["core"]) < max(shape)                  # it really was tiled (several tiles per axis)
-    assert sum(s // c for s, c in zip(shape, captured["core"])) >= 6
+    core = tiny_model._tile_core(shape, 200_000)
+    assert max(core) < max(shape)                               # it really was tiled (several tiles per axis)
+    assert sum(s // c for s, c in zip(shape, core)) >= 6
     z = tiny_model.latent(3, shape, periodic)
     single = tiny_model._forward(z, A, stats=captured["stats"])
     window = (slice(None), *(slice(0, n) for n in shape))
     assert np.array_equal(tiled, single[window].numpy())
-    labels = tiny_model.generate(ALPHA, seed=3, shape=shape, periodic=periodic, max_tile_voxels=60_000)
+    labels = tiny_model.generate(ALPHA, seed=3, shape=shape, periodic=periodic, max_tile_voxels=200_000)
     assert np.array_equal(labels, tiled.argmax(0))
 
 
-def test_tiling_happens_only_above_the_voxel_budget(tiny_model, monkeypatch):
+def test_every_budget_gives_the_same_volume(tiny_model, monkeypatch):
+    """A single pass (the default budget) and two tilings of a volume larger than the statistics window agree
+    voxel for voxel: all three use the statistics of the same fixed centre window."""
     captured = capture_frozen_stats(tiny_model, monkeypatch)
-    tiny_model.generate(ALPHA, seed=3, shape=(40, 30, 20))
-    assert captured == {}
+    single = tiny_model.generate(ALPHA, seed=6, shape=WINDOWED, probabilities=True)
+    window = captured.pop("window")
+    assert [w.stop - w.start for w in window] == [STATS_WINDOW // 16 + 2, 5, 4]   # the centre 14 of 15 cells
+    for budget in (200_000, 60_000):
+        assert tiny_model._tile_core(WINDOWED, budget) != list(WINDOWED)
+        tiled = tiny_model.generate(ALPHA, seed=6, shape=WINDOWED, max_tile_voxels=budget, probabilities=True)
+        assert captured.pop("window") == window
+        assert np.array_equal(tiled, single), budget
+        labels = tiny_model.generate(ALPHA, seed=6, shape=WINDOWED, max_tile_voxels=budget)
+        assert np.array_equal(labels, single.argmax(0)), budget
+    # ... and the window statistics are not the volume's own (which would need the whole volume at once)
+    own = tiny_model._forward(tiny_model.latent(6, WINDOWED), A)[(slice(None), *(slice(0, n) for n in WINDOWED))]
+    assert not np.array_equal(own.numpy(), single)
+
+
+def test_a_volume_within_the_window_uses_its_own_statistics_whatever_the_budget(tiny_model, monkeypatch):
+    captured = capture_frozen_stats(tiny_model, monkeypatch)
+    shape = (STATS_WINDOW, 40, 30)
+    own = tiny_model._forward(tiny_model.latent(4, shape), A)[(slice(None), *(slice(0, n) for n in shape))]
+    for budget in (40_000_000, 60_000, 1):
+        volume = tiny_model.generate(ALPHA, seed=4, shape=shape, max_tile_voxels=budget, probabilities=True)
+        assert np.array_equal(volume, own.numpy()), budget
+    assert captured == {}                                       # no window statistics were taken
+
+
+def test_default_model_fractions_do_not_depend_on_the_budget():
+    """The issue's case on the shipped model: a 300_000-voxel budget once moved the phase fractions by 0.1."""
+    model = load_model("default", device="cpu", precision="float32")
+    shape = (224, 128, 128)                                     # longer than the 192-voxel window along x
+    assert model._stats_window(model._latent_edges(shape, False)) is not None
+    single = model.generate({"alpha": 0.35}, seed=2, shape=shape)
+    fractions = np.bincount(single.ravel(), minlength=3) / single.size
+    assert np.abs(fractions - [0.35, 0.35, 0.30]).max() < 0.02
+    for budget in (2_000_000, 300_000):
+        assert model._tile_core(shape, budget) != list(shape)
+        tiled = model.generate({"alpha": 0.35}, seed=2, shape=shape, max_tile_voxels=budget)
+        assert np.array_equal(np.bincount(tiled.ravel(), minlength=3) / tiled.size, fractions)
+        assert np.array_equal(tiled, single)
 
 
 def seam_and_interior(jumps_along_axis: np.ndarray, borders) -> tuple[float, float]:
@@ -158,13 +244,12 @@ def seam_and_interior(jumps_along_axis: np.ndarray, borders) -> tuple[float, flo
 
 
 def test_no_seams_at_tile_borders(smooth_model, monkeypatch, jumps):
-    captured = capture_frozen_stats(smooth_model, monkeypatch)
-    shape = (96, 96, 96)
-    tiled = smooth_model.generate(ALPHA, seed=5, shape=shape, max_tile_voxels=200_000)
-    core = captured["core"]
+    shape = (208, 96, 96)                                      # beyond the statistics window: tiles need it
+    tiled = smooth_model.generate(ALPHA, seed=5, shape=shape, max_tile_voxels=400_000)
+    core = smooth_model._tile_core(shape, 400_000)
     # Control: tiles normalised with their own statistics do show seams, so this measure can see them.
-    monkeypatch.setattr(smooth_model, "_frozen_stats", lambda z, attrs, core: None)
-    seamed = smooth_model.generate(ALPHA, seed=5, shape=shape, max_tile_voxels=200_000)
+    monkeypatch.setattr(smooth_model, "_frozen_stats", lambda z, attrs, window: None)
+    seamed = smooth_model.generate(ALPHA, seed=5, shape=shape, max_tile_voxels=400_000)
     fractions = [(tiled == phase).mean() for phase in (0, 1, 2)]
     assert min(fractions) > 0.005                              # a structured volume, not one phase
     for axis in range(3):
@@ -256,9 +341,9 @@ def test_periodic_and_plain_volumes_differ(tiny_model):
 
 
 def test_progress_bar_only_when_asked(tiny_model, capsys):
-    tiny_model.generate(ALPHA, seed=0, shape=(64, 48, 32), max_tile_voxels=60_000)
+    tiny_model.generate(ALPHA, seed=0, shape=WINDOWED, max_tile_voxels=200_000)
     assert capsys.readouterr().err == ""
-    tiny_model.generate(ALPHA, seed=0, shape=(64, 48, 32), max_tile_voxels=60_000, progress=True)
+    tiny_model.generate(ALPHA, seed=0, shape=WINDOWED, max_tile_voxels=200_000, progress=True)
     assert "generating tiles" in capsys.readouterr().err
 
 
@@ -271,3 +356,84 @@ def test_warm_up_runs_in_the_background_and_leaves_results_unchanged(tiny_model)
     assert tiny_model.warm_up((16,), background=False) is None
     assert np.array_equal(before, volume_during)
     assert np.array_equal(before, tiny_model.generate({"alpha": 0.3}, seed=5, shape=40))
+
+
+# ---- memory ----------------------------------------------------------------------------------------------
+
+GIB = 2**30
+
+
+def test_a_volume_that_does_not_fit_is_refused_up_front(tiny_model, monkeypatch):
+    monkeypatch.setattr(synthetic, "available_memory", lambda: 2 * GIB)
+    started = time.perf_counter()
+    with pytest.raises(ValueError) as error:
+        tiny_model.generate(ALPHA, shape=3000)
+    assert time.perf_counter() - started < 0.5                  # arithmetic only, no allocation attempt
+    message = str(error.value)
+    match = re.fullmatch(r"A 3000\^3 volume needs ([\d.,]+) GiB of memory but 2\.0 GiB is available; generate at "
+                         r"most about (\d+)\^3, or free memory or use a machine with more\.", message)
+    assert match, message
+    assert float(match[1].replace(",", "")) == pytest.approx(tiny_model.memory_needed((3000,) * 3) / GIB, abs=0.06)
+    side = int(match[2])
+    assert tiny_model.memory_needed((side,) * 3) <= 2 * GIB
+    # "about": the need is not monotonic in the side (tile shapes change), but the suggestion is near the largest
+    largest = max(n for n in range(16, 3000) if tiny_model.memory_needed((n,) * 3) <= 2 * GIB)
+    assert 0.8 * largest <= side <= largest
+    tiny_model.generate(ALPHA, shape=16)                        # small volumes still go through
+
+
+@pytest.mark.parametrize("shape", [100_000, (10**7, 10**4, 16), (2**40, 2**40, 2**40)])
+def test_absurd_shapes_are_refused_with_the_real_memory(tiny_model, shape):
+    with pytest.raises(ValueError, match=r"volume needs [\d.e+]+ GiB of memory but [\d.]+ GiB is available"):
+        tiny_model.generate(ALPHA, shape=shape)
+
+
+def test_periodic_suggestion_is_a_multiple_of_the_latent_cell(tiny_model, monkeypatch):
+    monkeypatch.setattr(synthetic, "available_memory", lambda: GIB // 2)
+    with pytest.raises(ValueError, match=r"A 2048\^3 volume needs .* generate at most about (\d+)\^3") as error:
+        tiny_model.generate(ALPHA, shape=2048, periodic=True)
+    side = int(re.search(r"about (\d+)\^3", str(error.value))[1])
+    assert side % 16 == 0 and tiny_model.memory_needed((side,) * 3, periodic=True) <= GIB // 2
+
+
+def test_the_estimate_counts_the_probabilities_the_budget_and_the_window(tiny_model):
+    labels = tiny_model.memory_needed((256,) * 3)
+    assert tiny_model.memory_needed((256,) * 3, probabilities=True) >= labels + 11 * 256**3   # 12 B, not 1
+    # tiles bound the working memory (down to the statistics window's pass), never the output array
+    assert tiny_model.memory_needed((256,) * 3, max_tile_voxels=60_000) < labels
+    assert tiny_model.memory_needed((256,) * 3, max_tile_voxels=60_000) > 256**3
+
+
+def test_available_memory_reads_the_machine():
+    available = synthetic.available_memory()
+    assert available is None or available > 0
+
+
+def test_memory_estimate_covers_the_measured_peak():
+    """Peak RSS of a real pass (a fresh process, 'cpu' preset, float32) stays below the estimate, which is not
+    wildly above it either (estimate / peak 1.2-2.0 over presets, precisions and budgets; the peak of this
+    pass varies from run to run between 246 and 321 MB)."""
+    script = """
+import json
+import torch
+from slicegan_core.config import ModelConfig, preset
+from slicegan_core.generate import Model
+from slicegan_core.networks import Generator
+torch.set_num_threads(1)
+def rss(key):
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key))
+config = ModelConfig(**preset("cpu")[0])
+model = Model(config, Generator(config).state_dict(), {}, device="cpu", precision="float32")
+model.generate(seed=0, shape=8)
+base = rss("VmRSS")
+model.generate(seed=0, shape=(224, 192, 192))
+print(json.dumps({"measured": rss("VmHWM") - base, "estimate": model.memory_needed((224, 192, 192))}))
+"""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc to measure the peak memory")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    numbers = json.loads(result.stdout.strip().splitlines()[-1])
+    assert numbers["measured"] <= numbers["estimate"] <= 2.5 * numbers["measured"], numbers

@@ -1,12 +1,20 @@
-"""Tests for slicegan_core.synthetic: realised size law, phase fractions, determinism, periodicity."""
+"""Tests for slicegan_core.synthetic: realised size law, phase fractions, determinism, periodicity, argument
+checks, the size-law bound and the up-front memory check."""
 
 import json
 import math
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from slicegan_core.synthetic import SyntheticVolume, grain_esd, synthesize
+from slicegan_core import synthetic
+from slicegan_core.synthetic import SyntheticVolume, check_memory, grain_esd, synthesis_bytes, synthesize
 
 FRACTIONS = (0.35, 0.35, 0.30)
 
@@ -131,16 +139,144 @@ def test_grain_esd_rejects_bad_input(grain_ids, match):
         ({"shape": (7, 8, 8)}, "shape must be three integers of at least 8"),
         ({"shape": (16, 16)}, "shape must be three integers of at least 8"),
         ({"shape": (16.0, 16, 16)}, "shape must be three integers of at least 8"),
-        ({"sigma": -0.1}, "sigma must be a finite number >= 0"),
+        ({"shape": (True, 16, 16)}, "shape must be three integers of at least 8"),
+        ({"shape": (np.float64(16), 16, 16)}, "shape must be three integers of at least 8"),
+        ({"sigma": -0.1}, r"sigma must be a finite number from 0 to 2, got -0.1; use e.g. 0.35"),
+        ({"sigma": 1e9}, r"sigma must be a finite number from 0 to 2, got 1000000000.0"),
+        ({"sigma": 2.5}, "sigma must be a finite number from 0 to 2"),
+        ({"sigma": float("nan")}, "sigma must be a finite number from 0 to 2, got nan"),
+        ({"sigma": float("inf")}, "sigma must be a finite number from 0 to 2, got inf"),
+        ({"sigma": True}, "sigma must be a finite number from 0 to 2, got True"),
+        ({"sigma": "0.3"}, "sigma must be a finite number from 0 to 2"),
         ({"median_esd": 1.0}, "median_esd must be a number of voxels greater than 1"),
+        ({"median_esd": -3.0}, "median_esd must be a number of voxels greater than 1"),
+        ({"median_esd": float("inf")}, "median_esd must be a number of voxels greater than 1, got inf"),
+        ({"median_esd": 1e9}, r"median_esd=1000000000.0 is too large for a \(32, 32, 32\) volume with sigma=0.35: "
+                              r"use a value above 1 and at most 13.9 voxels"),
+        ({"median_esd": 14.0}, r"median_esd=14.0 is too large .* at most 13.9 voxels"),
+        ({"sigma": 1.9}, r"sigma=1.9 is too wide for a \(32, 32, 32\) volume"),
         ({"phase_fractions": (0.5, 0.6)}, "phase_fractions must be 1 to 255 positive numbers summing to 1"),
         ({"phase_fractions": (1.5, -0.5)}, "phase_fractions must be 1 to 255 positive numbers summing to 1"),
+        ({"phase_fractions": (True,)}, r"phase_fractions must be .*, got \(True,\)"),
+        ({"phase_fractions": ("0.5", "0.5")}, "phase_fractions must be 1 to 255 positive numbers summing to 1"),
+        ({"phase_fractions": (float("nan"), 1.0)}, "phase_fractions must be 1 to 255 positive numbers"),
+        ({"phase_fractions": (float("inf"), 1.0)}, "phase_fractions must be 1 to 255 positive numbers"),
+        ({"phase_fractions": (0.0, 1.0)}, "phase_fractions must be 1 to 255 positive numbers"),
+        ({"phase_fractions": ()}, "phase_fractions must be 1 to 255 positive numbers"),
+        ({"phase_fractions": 1.0}, "phase_fractions must be 1 to 255 positive numbers"),
         ({"periodic": "yes"}, "periodic must be True or False"),
-        ({"seed": -1}, "seed must be a non-negative integer"),
+        ({"seed": -1}, "seed must be a non-negative integer below 2\\*\\*64"),
         ({"seed": 1.5}, "seed must be a non-negative integer"),
-        ({"truncate_sigmas": 0.0}, "truncate_sigmas must be a finite number > 0"),
+        ({"seed": True}, "seed must be a non-negative integer"),
+        ({"seed": 2**64}, "seed must be a non-negative integer below 2\\*\\*64, got 18446744073709551616"),
+        ({"seed": np.float64(2)}, "seed must be a non-negative integer"),
+        ({"truncate_sigmas": 0.0}, "truncate_sigmas must be a finite number above 0 and at most 6"),
+        ({"truncate_sigmas": 7.0}, "truncate_sigmas must be a finite number above 0 and at most 6, got 7.0"),
+        ({"truncate_sigmas": float("inf")}, "truncate_sigmas must be a finite number above 0 and at most 6"),
     ],
 )
 def test_synthesize_rejects_bad_arguments(kwargs, match):
+    started = time.perf_counter()
     with pytest.raises(ValueError, match=match):
-        synthesize(**{"shape": (16, 16, 16), **kwargs})
+        synthesize(**{"shape": (32, 32, 32), **kwargs})
+    assert time.perf_counter() - started < 0.5                  # refused before any work
+
+
+def test_numpy_integers_and_the_largest_seed_are_accepted():
+    vol = synthesize(shape=(np.int64(16), np.int32(16), 16), median_esd=4.0, seed=np.uint64(3))
+    assert vol.recipe["shape"] == [16, 16, 16] and vol.recipe["seed"] == 3
+    assert json.dumps(vol.recipe)                               # plain ints, still JSON
+    np.testing.assert_array_equal(vol.grain_ids, synthesize(shape=(16, 16, 16), median_esd=4.0, seed=3).grain_ids)
+    assert synthesize(shape=(8, 8, 8), median_esd=2.0, seed=2**64 - 1).labels.shape == (8, 8, 8)
+
+
+@pytest.mark.parametrize("sigma", [0.0, 0.35, 1.0, 1.5])
+def test_the_largest_allowed_median_finishes_quickly(sigma):
+    """At the bound a few grains fill the volume; the growth must not fall into its slow fallback (a law
+    whose largest grain could hold 8 box volumes once took 56 s at 128^3)."""
+    shape = (64, 64, 64)
+    largest = synthetic._largest_median_esd(shape, sigma, 3.0)
+    if largest <= 1:
+        with pytest.raises(ValueError, match=f"sigma={sigma:g} is too wide for a \\(64, 64, 64\\) volume"):
+            synthesize(shape=shape, sigma=sigma, median_esd=1.01)
+        return
+    with pytest.raises(ValueError, match="is too large"):
+        synthesize(shape=shape, sigma=sigma, median_esd=largest * 1.01)
+    for seed in range(3):
+        started = time.perf_counter()
+        vol = synthesize(shape=shape, sigma=sigma, median_esd=largest, seed=seed)
+        assert time.perf_counter() - started < 5.0
+        assert vol.grain_phase.size >= 1
+    # the largest grain the law can draw is no larger than the volume
+    biggest = largest * math.exp(3.0 * sigma)
+    assert math.pi / 6 * biggest**3 <= math.prod(shape) * (1 + 1e-9)
+
+
+# ---- memory ----------------------------------------------------------------------------------------------
+
+GIB = 2**30
+
+
+def test_a_volume_that_does_not_fit_is_refused_up_front(monkeypatch):
+    monkeypatch.setattr(synthetic, "available_memory", lambda: 2 * GIB)
+    started = time.perf_counter()
+    with pytest.raises(ValueError) as error:
+        synthesize(shape=(1024, 1024, 1024))
+    assert time.perf_counter() - started < 0.5
+    match = re.fullmatch(r"A 1024\^3 volume needs ([\d.,]+) GiB of memory but 2\.0 GiB is available; generate at "
+                         r"most about (\d+)\^3, or free memory or use a machine with more\.", str(error.value))
+    assert match, str(error.value)
+    assert float(match[1]) == pytest.approx(synthesis_bytes((1024,) * 3) / GIB, abs=0.06)
+    side = int(match[2])
+    assert synthesis_bytes((side,) * 3) <= 2 * GIB < synthesis_bytes((int(side * 1.15),) * 3)
+    assert synthesize(shape=(16, 16, 16), median_esd=4.0).labels.shape == (16, 16, 16)   # small ones still run
+
+
+@pytest.mark.parametrize("shape", [(100_000,) * 3, (10**7, 10**4, 16)])
+def test_absurd_shapes_are_refused_with_the_real_memory(shape):
+    with pytest.raises(ValueError, match=r"volume needs [\d.e+]+ GiB of memory but [\d.]+ GiB is available"):
+        synthesize(shape=shape)
+
+
+def test_many_small_grains_count_in_the_estimate():
+    # each grain's packing candidates (~9 kB) outweigh its voxels when grains are a few voxels across
+    assert synthesis_bytes((128,) * 3, median_esd=2.0) > 20 * synthesis_bytes((128,) * 3, median_esd=8.0) / 2
+    assert synthesis_bytes((128,) * 3, periodic=False) > synthesis_bytes((128,) * 3, periodic=True)
+
+
+def test_check_memory_with_the_available_bytes_given():
+    need = lambda side: 10 * side**3                         # noqa: E731
+    check_memory((100, 100, 100), need(100), need, available=10 * 100**3)       # fits exactly: no error
+    with pytest.raises(ValueError, match=r"A 100\^3 volume needs .* generate at most about 46\^3"):
+        check_memory((100, 100, 100), need(100), need, available=10**6)
+    with pytest.raises(ValueError, match=r"A 100x50x20 volume needs .* about 40\^3"):
+        check_memory((100, 50, 20), need(60), need, available=10**6, multiple=8)
+    with pytest.raises(ValueError, match="not even the smallest volume fits"):
+        check_memory((100, 100, 100), need(100), need, available=10, smallest=8)
+
+
+def test_no_check_when_the_available_memory_is_unknown(monkeypatch):
+    monkeypatch.setattr(synthetic, "available_memory", lambda: None)
+    check_memory((10**6,) * 3, 10**30, lambda side: 10**30)
+
+
+def test_memory_estimate_covers_the_measured_peak():
+    """Peak RSS of a real run (a fresh process) stays below the estimate, and not far below it."""
+    if not Path("/proc/self/status").exists():
+        pytest.skip("needs /proc to measure the peak memory")
+    script = """
+import json
+from slicegan_core.synthetic import synthesis_bytes, synthesize
+def rss(key):
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(key))
+synthesize(shape=(8, 8, 8), median_esd=2.0)
+base = rss("VmRSS")
+synthesize(shape=(96, 96, 96), median_esd=4.0, periodic=False)
+print(json.dumps({"measured": rss("VmHWM") - base,
+                  "estimate": synthesis_bytes((96, 96, 96), median_esd=4.0, periodic=False)}))
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr
+    numbers = json.loads(result.stdout.strip().splitlines()[-1])
+    assert numbers["measured"] <= numbers["estimate"] <= 2.0 * numbers["measured"], numbers
