@@ -129,6 +129,10 @@ with st.expander("New run", expanded=not any(r.active for r in runs) or "launch_
     steps = middle.number_input("Generator steps", 1, 100_000, PRESETS[preset][1]["steps"], key=f"steps_{preset}")
     voxel_size = right.number_input("Voxel size (µm, 0 = unknown)", 0.0, 1e4, 0.0, format="%.4g", key="voxel")
     threads = right.number_input("CPU threads (0 = all)", 0, 64, 0, key="threads")
+    most, unit = jobs.max_processes()
+    processes = middle.number_input("Processes", 1, most, 1, key="processes",
+                                    help=f"Training processes, one per {unit} (up to {most}); the batch is split "
+                                         "among them (torchrun).")
 
     data = None
     if problem is None and not datasets:
@@ -189,7 +193,8 @@ with st.expander("New run", expanded=not any(r.active for r in runs) or "launch_
                 jobs.save_recipe(run_dir, synthetic)
             jobs.start_training(run_dir, specs, preset=preset, steps=int(steps), image_type=image_type,
                                 voxel_size_um=voxel_size or None,
-                                options={"threads": int(threads)} if threads else None)
+                                options={"threads": int(threads)} if threads else None,
+                                processes=int(processes))
             st.session_state.selected_run = str(run_dir)
             del st.session_state.run_name  # the next run gets a fresh name
             st.rerun()
@@ -246,8 +251,12 @@ def monitor(run_dir: Path):
         elif (run_dir / "config.json").is_file() and status.state != "failed":
             more = buttons[1].number_input("Total steps", status.step + 1, 1_000_000,
                                            max(status.steps, status.step + 1), key=f"resume_steps_{run_dir.name}")
+            most, unit = jobs.max_processes()
+            processes = buttons[3].number_input("Processes", 1, most, 1, key=f"resume_processes_{run_dir.name}",
+                                                help=f"One per {unit}; any number, whatever the run used before.")
             if buttons[0].button("Resume", icon=":material/play_arrow:"):
-                jobs.resume_training(run_dir, steps=int(more) if more != status.steps else None)
+                jobs.resume_training(run_dir, steps=int(more) if more != status.steps else None,
+                                     processes=int(processes))
                 st.rerun(scope="app")
     except ValueError as error:
         st.error(str(error), icon=":material/error:")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -102,12 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override any model/training field, e.g. --set lr_g=2e-4 --set g_widths=64,32,16,8")
     p.add_argument("--calibrate", action="store_true",
                    help="when the run finishes, calibrate its model for match (see calibrate --help; off by default)")
+    _add_nproc(p)
 
     p = sub.add_parser("resume", help="continue a run from its last checkpoint")
     p.add_argument("run_dir")
     p.add_argument("--steps", type=int, help="new total number of generator steps")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="change a training setting from here on, e.g. --set threads=2 --set attr_jitter=0.3")
+    _add_nproc(p)
 
     p = sub.add_parser("generate", help="generate a volume from a model")
     p.add_argument("--model", default="default",
@@ -153,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_nproc(parser):
+    parser.add_argument("--nproc", type=int, metavar="N",
+                        help="train with N processes on this machine, one per GPU (or N CPU processes), by starting "
+                             "torchrun; batch_size stays the whole batch and must be divisible by N")
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in ("evaluate", "steering"):
@@ -160,6 +169,10 @@ def main(argv=None) -> int:
         entry = evaluate_main if argv[0] == "evaluate" else steering_main
         return _guard(lambda: entry(argv[1:]))
     args = build_parser().parse_args(argv)
+    if getattr(args, "nproc", None) is not None:
+        status = _guard(lambda: _start_processes(args, argv))
+        if status:
+            return status
     return _guard(lambda: COMMANDS[args.command](args))
 
 
@@ -170,11 +183,65 @@ def _guard(action) -> int:
         return int(result or 0)
     except (ValueError, argparse.ArgumentTypeError, FileNotFoundError, IsADirectoryError, PermissionError,
             NotADirectoryError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        if _first_process():   # under torchrun every process has the same error; one line is enough
+            print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _first_process() -> bool:
+    """False in the processes torchrun started after the first (RANK > 0)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _start_processes(args, argv: list[str]) -> int:
+    """``--nproc N``: replace this process by torchrun starting N processes of the same command (same pid, so
+    whoever started this command can signal it), after checking that the batch splits into N shares. Returns
+    0 to go on in this process (N = 1, or already one of torchrun's processes)."""
+    from .distributed import check_processes, torchrun_command, under_torchrun
+    from .train import check_batch_split
+
+    processes = check_processes(args.nproc)
+    if under_torchrun():
+        started = int(os.environ.get("WORLD_SIZE", "1"))
+        if processes != started:
+            raise ValueError(f"--nproc {processes} was given to a command that torchrun started {started} times; "
+                             "drop --nproc or make it match.")
+        return 0
+    if processes == 1:
+        return 0
+    if args.command == "train":
+        from .config import preset
+        model_fields, train_fields = preset(args.preset, **_train_overrides(args))
+        check_batch_split(train_fields, model_fields["patch_size"], processes)
+    else:
+        from .train import read_run_config
+        config = read_run_config(args.run_dir)
+        train_fields = {**config["train"], **_settings(args.set)}
+        check_batch_split(train_fields, config["model"]["patch_size"], processes)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    command = torchrun_command(processes, _without_nproc(argv))
+    os.execv(command[0], command)
+    return 0   # not reached
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """``argv`` without ``--nproc N`` (or ``--nproc=N``, or an abbreviation such as ``--np N``): torchrun's own
+    parser would take it for its ``--nproc-per-node``."""
+    kept, skip = [], False
+    for token in argv:
+        if skip:
+            skip = False
+            continue
+        name = token.split("=", 1)[0]
+        if len(name) >= 3 and name.startswith("--n") and "--nproc".startswith(name):
+            skip = "=" not in token
+            continue
+        kept.append(token)
+    return kept
 
 
 def cmd_synth(args) -> int:
@@ -212,15 +279,21 @@ def cmd_train(args) -> int:
         dream3d = [p for spec in specs for p in spec.paths if ".dream3d" in p.lower()]
         if dream3d:
             args.voxel_size = isotropic_voxel_size(read_spacing(dream3d[0]), f"DREAM3D file '{dream3d[0]}'")
+    run_dir = train(specs, args.run_dir, preset_name=args.preset, image_type=args.image_type,
+                    voxel_size_um=args.voxel_size, calibrate=args.calibrate, **_train_overrides(args))
+    if _first_process():
+        print(_outcome(run_dir))
+    return 0
+
+
+def _train_overrides(args) -> dict:
+    """The model/training fields that train's --set, --steps, --device and --bf16 change."""
     overrides = _settings(args.set)
     # Flags override --set only when given (an absent flag is None, which the preset ignores anyway, but it
     # must not replace a --set bf16=false).
     overrides.update({k: v for k, v in dict(steps=args.steps, device=args.device,
                                              bf16=True if args.bf16 else None).items() if v is not None})
-    run_dir = train(specs, args.run_dir, preset_name=args.preset, image_type=args.image_type,
-                    voxel_size_um=args.voxel_size, calibrate=args.calibrate, **overrides)
-    print(_outcome(run_dir))
-    return 0
+    return overrides
 
 
 def _outcome(run_dir) -> str:
@@ -247,7 +320,8 @@ def cmd_resume(args) -> int:
     from .train import resume
 
     run_dir = resume(args.run_dir, steps=args.steps, **_settings(args.set))
-    print(_outcome(run_dir))
+    if _first_process():
+        print(_outcome(run_dir))
     return 0
 
 

@@ -12,7 +12,8 @@ run is read back from its directory, so any process can re-attach to it:
                  (see :mod:`slicegan_core.train`)
 
 Stopping sends SIGTERM: the trainer writes a checkpoint and exits with state "stopped"; resume continues
-from that checkpoint. Two launches can never share a directory: :func:`start_training` claims it by creating
+from that checkpoint. A run with several processes (``processes`` > 1) is the same command with ``--nproc N``,
+which becomes torchrun (same pid); status.json names that pid, and torchrun passes SIGTERM to every process. Two launches can never share a directory: :func:`start_training` claims it by creating
 ``job.json`` exclusively, and the trainer itself holds ``run.lock`` while it runs.
 """
 from __future__ import annotations
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .data import DatasetSpec
+from .distributed import check_processes
 from .storage import atomic_write_bytes, atomic_write_text
 from .train import pid_alive
 
@@ -216,9 +218,19 @@ class UploadStaging:
         self._delete()
 
 
+def max_processes() -> tuple[int, str]:
+    """(the most training processes worth starting on this machine, what each one uses): one per GPU when
+    there are GPUs, else one per CPU core."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.device_count(), "GPU"
+    return max(1, os.cpu_count() or 1), "CPU core"
+
+
 def train_command(run_dir: str | Path, datasets, preset: str = "cpu", steps: int | None = None,
                   image_type: str = "n-phase", voxel_size_um: float | None = None,
-                  options: dict | None = None) -> list[str]:
+                  options: dict | None = None, processes: int = 1) -> list[str]:
     """The ``python -m slicegan_core train`` command line (a list of arguments) for a run.
 
     Parameters
@@ -229,7 +241,9 @@ def train_command(run_dir: str | Path, datasets, preset: str = "cpu", steps: int
     image_type : "n-phase", "grayscale" or "colour".
     voxel_size_um : voxel edge in micrometres, recorded in the model.
     options : extra model/training fields passed as ``--set FIELD=VALUE`` (e.g. ``{"threads": 1}``).
+    processes : training processes (``--nproc``; one per GPU, or CPU processes); the batch is split among them.
     """
+    processes = check_processes(processes)
     if not datasets:
         raise ValueError("datasets is empty; add at least one training dataset.")
     command = [sys.executable, "-m", "slicegan_core", "train", "--run-dir", str(Path(run_dir).resolve()),
@@ -248,12 +262,14 @@ def train_command(run_dir: str | Path, datasets, preset: str = "cpu", steps: int
     for key, value in (options or {}).items():
         text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
         command += ["--set", f"{key}={text}"]
+    if processes > 1:
+        command += ["--nproc", str(processes)]
     return command
 
 
 def start_training(run_dir: str | Path, datasets, preset: str = "cpu", steps: int | None = None,
                    image_type: str = "n-phase", voxel_size_um: float | None = None,
-                   options: dict | None = None) -> RunStatus:
+                   options: dict | None = None, processes: int = 1) -> RunStatus:
     """Launch a new training run in ``run_dir`` (an existing, unused directory) as a background process.
 
     Arguments as in :func:`train_command`. Returns the run's status right after the launch ("starting").
@@ -265,12 +281,14 @@ def start_training(run_dir: str | Path, datasets, preset: str = "cpu", steps: in
         raise ValueError(f"Run directory {run_dir} does not exist; create it with new_run_dir first.")
     if (run_dir / "config.json").exists():
         raise ValueError(f"Run directory {run_dir} already holds a run; resume it or choose a new directory.")
-    command = train_command(run_dir, datasets, preset, steps, image_type, voxel_size_um, options)
+    command = train_command(run_dir, datasets, preset, steps, image_type, voxel_size_um, options, processes)
     return _launch(run_dir, command, exclusive=True)
 
 
-def resume_training(run_dir: str | Path, steps: int | None = None) -> RunStatus:
-    """Continue a stopped, finished (with a larger ``steps``) or crashed run from its last checkpoint."""
+def resume_training(run_dir: str | Path, steps: int | None = None, processes: int = 1) -> RunStatus:
+    """Continue a stopped, finished (with a larger ``steps``) or crashed run from its last checkpoint, with
+    ``processes`` training processes (any number, whatever the run was stopped under)."""
+    processes = check_processes(processes)
     run_dir = Path(run_dir)
     if not (run_dir / "config.json").is_file():
         raise ValueError(f"{run_dir} is not a training run that can resume (no config.json); start a new run.")
@@ -282,6 +300,8 @@ def resume_training(run_dir: str | Path, steps: int | None = None) -> RunStatus:
         if int(steps) <= current.step:
             raise ValueError(f"steps must be more than the {current.step} steps already done (got {steps}).")
         command += ["--steps", str(int(steps))]
+    if processes > 1:
+        command += ["--nproc", str(processes)]
     return _launch(run_dir, command, exclusive=False)
 
 

@@ -6,10 +6,14 @@ A run directory holds:
   checkpoint.safetensors G, critics, optimisers, RNG states, step (atomic: temp file + rename)
   model/                 the latest generator as a model directory (load_model works on it)
   samples/               x/y/z centre slices of a generated volume per trained attribute value
-  status.json            running / stopped / finished / crashed, with the pid and the error tail
+  status.json            running / stopped / finished / crashed, with the pid to signal and the error tail
+
+Under torchrun the run spans several processes (see :mod:`slicegan_core.distributed`): each makes its share of
+the global batch, gradients are averaged, and rank 0 alone holds the lock and writes these files.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import fcntl
@@ -27,6 +31,8 @@ from PIL import Image
 from . import __version__
 from .config import ModelConfig, TrainConfig, from_dict, preset, to_dict
 from .data import DatasetSpec, TrainingData, load_training_data
+from . import distributed
+from .distributed import BatchShare, Ranks
 from .generate import cpu_has_fast_bf16, pick_device
 from .modelfile import default_phases, save_model
 from .networks import Generator, build_critics
@@ -43,7 +49,7 @@ def _train_loop(run: "Run") -> str:
     cfg, G, critics, data = run.train_config, run.G, run.critics, run.data
     last_log_time, last_log_step = time.perf_counter(), run.step
     while run.step < cfg.steps:
-        if run.stop_requested:
+        if run.should_stop():          # every process stops after the same step
             run.checkpoint()
             return "stopped"
         # Critic: fake slices (all axes) scored low, real patches of the same datasets scored high.
@@ -59,12 +65,13 @@ def _train_loop(run: "Run") -> str:
                 with run.autocast():
                     score_real = critic(real, real_attrs).mean()
                     score_fake = critic(fake_slices, slice_attrs).mean()
-                pairs = run.penalty_pairs
+                pairs = len(run.share.penalty_rows)         # this process's penalty pairs come first
                 penalty = gradient_penalty(critic, real[:pairs], paired_fake[:pairs], real_attrs[:pairs],
-                                           run.torch_rng)
+                                           run.torch_rng, run.share)
                 loss = score_fake - score_real + cfg.gp_lambda * penalty
                 loss.backward()
                 stats += torch.stack([loss, score_real - score_fake, penalty]).detach()
+            run.average_gradients(run.critics)
             run.opt_d.step()
         # Generator: make every axis's slices look real to the critics (frozen: their weight gradients
         # would only be thrown away, and skipping them saves a third of the critics' backward pass).
@@ -83,6 +90,7 @@ def _train_loop(run: "Run") -> str:
             loss_g = loss_g + cfg.island_penalty * single_voxel_islands(softened)
         loss_g.backward()
         critics.requires_grad_(True)
+        run.average_gradients(run.G)
         run.opt_g.step()
         run.update_average()
         run.step += 1
@@ -91,8 +99,8 @@ def _train_loop(run: "Run") -> str:
             now = time.perf_counter()
             sec_per_step = (now - last_log_time) / max(1, run.step - last_log_step)
             last_log_time, last_log_step = now, run.step
-            loss_d, wasserstein, penalty = stats.tolist()
-            run.log(step=run.step, loss_d=loss_d, loss_g=loss_g.item(), wasserstein=wasserstein / 3,
+            loss_d, wasserstein, penalty, loss_g = run.batch_means(stats, loss_g)
+            run.log(step=run.step, loss_d=loss_d, loss_g=loss_g, wasserstein=wasserstein / 3,
                     gradient_penalty=penalty / 3, sec_per_step=sec_per_step,
                     eta_s=sec_per_step * (cfg.steps - run.step))
         if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
@@ -116,9 +124,18 @@ def single_voxel_islands(probabilities: torch.Tensor) -> torch.Tensor:
     return 1000 * alone.sum(dim=1).mean()
 
 
-def gradient_penalty(critic, real, fake, attrs, generator: torch.Generator) -> torch.Tensor:
-    """WGAN-GP term E[(|grad D(x_hat)|_2 - 1)^2] on random interpolates of real and fake slices (N, C, P, P)."""
-    eps = torch.rand((real.shape[0], 1, 1, 1), generator=generator).to(real.device)
+def gradient_penalty(critic, real, fake, attrs, generator: torch.Generator,
+                     share: BatchShare | None = None) -> torch.Tensor:
+    """WGAN-GP term E[(|grad D(x_hat)|_2 - 1)^2] on random interpolates of real and fake slices (N, C, P, P).
+
+    ``share``: with several processes, ``real``/``fake`` are this process's pairs; the mixing weights of all
+    ``share.penalty_draws`` pairs are drawn (so every process's random stream stays in step) and its rows kept.
+    """
+    if share is None:
+        eps = torch.rand((real.shape[0], 1, 1, 1), generator=generator)
+    else:
+        eps = torch.rand((share.penalty_draws, 1, 1, 1), generator=generator)[torch.from_numpy(share.penalty_rows)]
+    eps = eps.to(real.device)
     mixed = (eps * real + (1 - eps) * fake.detach()).requires_grad_(True)
     score = critic(mixed, attrs)
     (grad,) = torch.autograd.grad(score.sum(), mixed, create_graph=True)
@@ -126,6 +143,24 @@ def gradient_penalty(critic, real, fake, attrs, generator: torch.Generator) -> t
 
 
 # ---- the run: state, batches, checkpoints -----------------------------------------------------------------
+
+def batch_counts(tc: TrainConfig, patch_size: int) -> tuple[int, int, int, int]:
+    """Per axis of a global batch: (critic slices per fake volume, generator slices per fake volume, real
+    patches, gradient-penalty pairs), from the settings' None defaults and caps (see :class:`TrainConfig`)."""
+    slices = min(tc.slices_per_axis or patch_size, patch_size)
+    generator_slices = min(tc.generator_slices_per_axis or slices, patch_size)
+    real = min(tc.real_patches_per_axis or tc.batch_size, tc.batch_size * slices)
+    pairs = min(tc.penalty_pairs_per_axis or tc.batch_size, real)
+    return slices, generator_slices, real, pairs
+
+
+def check_batch_split(train_fields: dict, patch_size: int, processes: int) -> None:
+    """ValueError (one sentence) unless a run with these training settings (a :class:`TrainConfig` as a dict)
+    splits into ``processes`` equal shares (see :class:`slicegan_core.distributed.BatchShare`)."""
+    tc = from_dict(TrainConfig, train_fields)
+    slices, _, real, pairs = batch_counts(tc, patch_size)
+    BatchShare.of(Ranks(0, processes), tc.batch_size, slices, real, pairs)
+
 
 class Run:
     """Everything a training run holds; built fresh by :func:`train` or from disk by :func:`resume`."""
@@ -140,7 +175,11 @@ class Run:
         # ``data``: already loaded from these specs by train() (loading twice would double peak memory)
         self.data: TrainingData = data or load_training_data(specs, image_type=data_cfg["image_type"],
                                                              patch_size=self.model_config.patch_size)
+        self.ranks: Ranks = distributed.current()
         self.device = pick_device(self.train_config.device)
+        if self.device.type == "cuda" and self.ranks.size > 1 and distributed.local_rank() >= torch.cuda.device_count():
+            raise ValueError(f"Process {distributed.local_rank()} on this machine has no GPU of its own ({torch.cuda.device_count()} "
+                             "GPUs); start at most one process per GPU, or train on the CPU with device cpu.")
         self.bf16 = resolve_bf16(self.train_config.bf16, self.device)
         if self.train_config.threads:
             torch.set_num_threads(self.train_config.threads)
@@ -157,27 +196,43 @@ class Run:
         self.step, self.elapsed_before = 0, 0.0
         self.started = time.perf_counter()
         self.stop_requested = False
-        patch = self.model_config.patch_size
-        self.slices_per_axis = min(tc.slices_per_axis or patch, patch)
-        self.generator_slices_per_axis = min(tc.generator_slices_per_axis or self.slices_per_axis, patch)
-        fake_per_axis = tc.batch_size * self.slices_per_axis
-        self.real_patches_per_axis = min(tc.real_patches_per_axis or tc.batch_size, fake_per_axis)
-        self.penalty_pairs = min(tc.penalty_pairs_per_axis or tc.batch_size, self.real_patches_per_axis)
+        (self.slices_per_axis, self.generator_slices_per_axis, self.real_patches_per_axis,
+         self.penalty_pairs) = batch_counts(tc, self.model_config.patch_size)
+        # This process's part of every global batch (all of it in a one-process run).
+        self.share = BatchShare.of(self.ranks, tc.batch_size, self.slices_per_axis, self.real_patches_per_axis,
+                                   self.penalty_pairs)
+
+    def should_stop(self) -> bool:
+        """True when a stop was requested (SIGTERM/SIGINT) in any of the run's processes."""
+        return self.ranks.any(self.stop_requested, self.device)
+
+    def average_gradients(self, module: torch.nn.Module):
+        """Average ``module``'s gradients over the processes: the gradient of the whole batch's loss."""
+        self.ranks.average_gradients(module)
+
+    def batch_means(self, stats: torch.Tensor, loss_g: torch.Tensor) -> list[float]:
+        """The critic's (loss, Wasserstein, penalty) sums over axes and the generator's loss, as means over the
+        whole batch (this process's share averaged with the others')."""
+        return self.ranks.mean(torch.cat([stats.float(), loss_g.detach().float().reshape(1)])).tolist()
 
     def autocast(self):
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def fake_batch(self, grad: bool):
-        """(dataset index (B,), attrs (B, k), fake volumes (B, C, P, P, P)) for datasets drawn uniformly."""
-        batch = self.train_config.batch_size
+        """(dataset index (B,), attrs (b, k), fake volumes (b, C, P, P, P)) for datasets drawn uniformly.
+
+        The draws are those of the whole batch of B volumes; this process makes its share, the b = B / N
+        volumes ``share.volumes`` (b = B in a one-process run). The dataset index is the whole batch's.
+        """
+        batch, own = self.train_config.batch_size, self.share.volumes
         dataset_index = self.rng.integers(0, len(self.data), batch)
         attrs = torch.from_numpy(self.data.attrs[dataset_index])
         if self.train_config.attr_jitter > 0:
             half_span = torch.tensor([(high - low) / 2 for low, high in self.model_config.attribute_ranges])
             noise = torch.randn(attrs.shape, generator=self.torch_rng)
             attrs = attrs + noise * half_span * self.train_config.attr_jitter
-        attrs = attrs.to(self.device)
-        z = torch.randn((batch, self.model_config.z_channels, 4, 4, 4), generator=self.torch_rng).to(self.device)
+        z = torch.randn((batch, self.model_config.z_channels, 4, 4, 4), generator=self.torch_rng)
+        attrs, z = attrs[own].to(self.device), z[own].to(self.device)
         with torch.set_grad_enabled(grad), self.autocast():
             self.last_logits = self.G(z, attrs, activate=False)
         fake = self.G.activate(self.last_logits)
@@ -194,7 +249,8 @@ class Run:
 
     def slices(self, fake, attrs, dataset_index, axis, count: int):
         """Cut ``count`` random 2D slices perpendicular to ``axis`` from each fake volume ->
-        (B*S, C, P, P), attrs (B*S, k) and dataset index (B*S,), volume-major."""
+        (b*S, C, P, P), attrs (b*S, k) and the whole batch's slices' dataset index (B*S,), volume-major
+        (b = B in a one-process run; the same slice positions for every volume and process)."""
         size = fake.shape[2 + axis]
         if count >= size:   # all slices: no draw needed
             picked = fake
@@ -207,14 +263,15 @@ class Run:
         return images, attrs.repeat_interleave(count, 0), np.repeat(dataset_index, count)
 
     def real_batch(self, fake_slices, slice_attrs, slice_dataset, axis):
-        """Real patches for ``real_patches_per_axis`` of the fake slices (N = B*S, volume-major): each from
+        """Real patches for ``real_patches_per_axis`` of the fake slices (B*S, volume-major): each from
         its slice's dataset, with its (jittered) attributes, so the conditional critic compares like with
         like. Returns real (n, C, P, P), their attrs (n, k) and the matching fake slices (n, C, P, P).
 
         The slices are spread over the fake volumes (volume i % B, a random slice of it); with one real
-        patch per fake slice every slice is taken, in order.
+        patch per fake slice every slice is taken, in order. Every process draws the patches of the whole
+        batch and keeps those of its own volumes (``share.real_rows``: n of them, all in a one-process run).
         """
-        total = fake_slices.shape[0]
+        total = len(slice_dataset)
         count = self.real_patches_per_axis
         if count >= total:
             chosen = torch.arange(total)
@@ -223,11 +280,16 @@ class Run:
             per_volume = total // volumes
             offsets = torch.randint(per_volume, (count,), generator=self.torch_rng)
             chosen = (torch.arange(count) % volumes) * per_volume + offsets
-        real = self.data.sample(slice_dataset[chosen.numpy()], axis, self.rng).to(self.device)
-        chosen = chosen.to(fake_slices.device)
-        return real, slice_attrs.index_select(0, chosen), fake_slices.index_select(0, chosen)
+        real = self.data.sample(slice_dataset[chosen.numpy()], axis, self.rng)
+        rows = torch.from_numpy(self.share.real_rows)
+        local = (chosen[rows] - self.share.volumes.start * (total // self.train_config.batch_size))
+        local = local.to(fake_slices.device)          # into this process's fake slices
+        return (real[rows].to(self.device), slice_attrs.index_select(0, local),
+                fake_slices.index_select(0, local))
 
     def log(self, **event):
+        if not self.ranks.main:
+            return
         event = {k: (round(v, 6) if isinstance(v, float) else v) for k, v in event.items()}
         event["elapsed_s"] = round(self.elapsed(), 2)
         event["time"] = time.time()
@@ -239,7 +301,10 @@ class Run:
 
     # ---- checkpoints ----
     def checkpoint(self):
-        """Write checkpoint.safetensors, model/ and sample images (each atomically), then status.json."""
+        """Write checkpoint.safetensors, model/ and sample images (each atomically), then status.json (rank 0
+        only: the others hold the same weights and random state)."""
+        if not self.ranks.main:
+            return
         tensors = {f"G.{k}": v for k, v in self.G.state_dict().items()}
         tensors.update({f"D.{k}": v for k, v in self.critics.state_dict().items()})
         if self.G_average is not self.G:
@@ -250,7 +315,7 @@ class Run:
         tensors.update(opt_d_tensors)
         tensors["rng.torch"] = self.torch_rng.get_state()
         meta = {"step": self.step, "elapsed_s": self.elapsed(), "package_version": __version__,
-                "config": self.config, "opt_g": opt_g_meta, "opt_d": opt_d_meta,
+                "config": self.config, "processes": self.ranks.size, "opt_g": opt_g_meta, "opt_d": opt_d_meta,
                 "rng_numpy": self.rng.bit_generator.state}
         save_tensors(self.dir / "checkpoint.safetensors", tensors, meta)
         self.export_model(self.dir / "model")
@@ -273,7 +338,8 @@ class Run:
         self.torch_rng.set_state(tensors["rng.torch"])
         self.rng.bit_generator.state = meta["rng_numpy"]
         self.step, self.elapsed_before = meta["step"], meta["elapsed_s"]
-        _truncate_events(self.dir / "events.jsonl", self.step)
+        if self.ranks.main:
+            _truncate_events(self.dir / "events.jsonl", self.step)
 
     def export_model(self, directory: Path):
         data, mc = self.data, self.model_config
@@ -317,8 +383,14 @@ class Run:
             atomic_write_bytes(self.dir / "samples" / f"latest_{label}.png", buffer)
 
     def set_status(self, state: str, error: str | None = None):
-        status = {"state": state, "pid": os.getpid(), "step": self.step, "steps": self.train_config.steps,
-                  "updated": time.time()}
+        """status.json (rank 0 only); ``pid`` is the process to signal to stop the run: torchrun's under
+        torchrun, which forwards SIGTERM to every process; ``processes`` when there are several."""
+        if not self.ranks.main:
+            return
+        status = {"state": state, "pid": distributed.launcher_pid(), "step": self.step,
+                  "steps": self.train_config.steps, "updated": time.time()}
+        if self.ranks.size > 1:
+            status["processes"] = self.ranks.size
         if error:
             status["error"] = error
         atomic_write_text(self.dir / "status.json", json.dumps(status, indent=2))
@@ -393,8 +465,16 @@ def train(datasets, run_dir, preset_name: str = "cpu", image_type: str = "n-phas
     calibrate : True (or a dict of :func:`slicegan_core.calibrate.calibrate` options): when the run finishes
         (also after a resume), calibrate its model for matching (about 20 s for the default model's size).
     overrides : any :class:`ModelConfig` / :class:`TrainConfig` field, e.g. ``steps=500, bf16=True``.
+
+    Under torchrun every process calls it with the same arguments (see :mod:`slicegan_core.distributed`).
     """
-    run_dir = Path(run_dir)
+    with distributed.joined() as ranks:
+        return _train(ranks, datasets, Path(run_dir), preset_name, image_type, voxel_size_um, model_info,
+                      calibrate, overrides)
+
+
+def _train(ranks: Ranks, datasets, run_dir: Path, preset_name, image_type, voxel_size_um, model_info, calibrate,
+           overrides) -> Path:
     datasets = [d if isinstance(d, DatasetSpec) else DatasetSpec(**d) for d in datasets]
     model_fields, train_fields = preset(preset_name, **overrides)
     # Validate the data before anything is written, so a bad file leaves no half-made run behind.
@@ -421,23 +501,46 @@ def train(datasets, run_dir, preset_name: str = "cpu", image_type: str = "n-phas
               "model_info": model_info or {}}
     if calibrate:
         config["calibrate"] = dict(calibrate) if isinstance(calibrate, dict) else True
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ValueError(f"Run directory {run_dir} is an existing file; choose a new directory name.")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # The lock comes first: checking for an existing run and then writing one must be a single step.
-    with _RunLock(run_dir):
+    run = Run(run_dir, config, data)   # every setting is checked (in every process) before the run is written
+
+    def claim():   # rank 0 only
+        if run_dir.exists() and not run_dir.is_dir():
+            raise ValueError(f"Run directory {run_dir} is an existing file; choose a new directory name.")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        # The lock comes first: checking for an existing run and then writing one must be a single step.
+        held.enter_context(_RunLock(run_dir))
         if (run_dir / "config.json").exists():
             raise ValueError(f"Run directory {run_dir} already holds a run; resume it or choose a new directory.")
-        run = Run(run_dir, config, data)   # every setting is checked before the run is written
         atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
+
+    with contextlib.ExitStack() as held:   # rank 0 holds the run lock until the run ends
+        ranks.from_main(claim)
         return _execute(run)
 
 
 def resume(run_dir, steps: int | None = None, **changes) -> Path:
     """Continue a run from its last checkpoint, optionally raising its total ``steps`` or changing training
     settings (``changes``: :class:`TrainConfig` fields, e.g. ``threads=2, attr_jitter=0.3, lr_g=2e-4``; the
-    architecture is fixed by the checkpoint). Changes are recorded in config.json and in ``history``."""
+    architecture is fixed by the checkpoint). Changes are recorded in config.json and in ``history``.
+
+    A run resumes under any number of processes (torchrun), whatever number it was stopped under."""
     run_dir = Path(run_dir)
+    with distributed.joined() as ranks, contextlib.ExitStack() as held:
+        built = {}
+
+        def claim() -> dict:   # rank 0 only: the lock, the checks, config.json; the others get the config
+            built["run"], config = _claim_for_resume(run_dir, steps, changes, held)
+            return config
+
+        config = ranks.from_main(claim)
+        run = built.get("run") or Run(run_dir, config)
+        if (run_dir / "checkpoint.safetensors").is_file():
+            run.restore()
+        return _execute(run)
+
+
+def _claim_for_resume(run_dir: Path, steps, changes: dict, held: contextlib.ExitStack) -> tuple[Run, dict]:
+    """Take the run lock (held in ``held``), apply ``steps`` and ``changes`` to config.json and build the Run."""
     if not (run_dir / "config.json").is_file():
         raise ValueError(f"{run_dir} is not a training run (no config.json); start one with train.")
     train_names = {f.name for f in dataclasses.fields(TrainConfig)}
@@ -445,30 +548,28 @@ def resume(run_dir, steps: int | None = None, **changes) -> Path:
         if key not in train_names:
             raise ValueError(f"resume can change training settings only; {key!r} is not one "
                              f"(the architecture is fixed by the checkpoint).")
-    with _RunLock(run_dir):
-        remove_temp_files(run_dir)          # left by a process killed in the middle of an atomic write
-        config = read_run_config(run_dir)
-        reached = checkpoint_step(run_dir)
-        if steps is not None:
-            if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
-                raise ValueError(f"steps must be a whole number (got {steps!r}).")
-            if steps < reached:
-                raise ValueError(f"The run has already reached step {reached}; give --steps {reached} or more.")
-            changes["steps"] = int(steps)
-        changes = {k: v for k, v in changes.items() if v is not None and config["train"].get(k) != v}
-        if changes:
-            try:
-                from_dict(TrainConfig, {**config["train"], **changes})   # validate before anything is written
-            except TypeError as error:
-                raise ValueError(f"Invalid setting ({error}).") from None
-            config["train"].update(changes)
-            config.setdefault("history", []).append({"at_step": reached, "changed": changes})
-        run = Run(run_dir, config)
-        if changes:
-            atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
-        if (run_dir / "checkpoint.safetensors").is_file():
-            run.restore()
-        return _execute(run)
+    held.enter_context(_RunLock(run_dir))
+    remove_temp_files(run_dir)          # left by a process killed in the middle of an atomic write
+    config = read_run_config(run_dir)
+    reached = checkpoint_step(run_dir)
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
+            raise ValueError(f"steps must be a whole number (got {steps!r}).")
+        if steps < reached:
+            raise ValueError(f"The run has already reached step {reached}; give --steps {reached} or more.")
+        changes["steps"] = int(steps)
+    changes = {k: v for k, v in changes.items() if v is not None and config["train"].get(k) != v}
+    if changes:
+        try:
+            from_dict(TrainConfig, {**config["train"], **changes})   # validate before anything is written
+        except TypeError as error:
+            raise ValueError(f"Invalid setting ({error}).") from None
+        config["train"].update(changes)
+        config.setdefault("history", []).append({"at_step": reached, "changed": changes})
+    run = Run(run_dir, config)
+    if changes:
+        atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
+    return run, config
 
 
 def read_run_config(run_dir) -> dict:
@@ -533,7 +634,7 @@ def _execute(run: Run) -> Path:
         run.set_status("running")
         run.G.train()
         outcome = _train_loop(run)
-        if outcome == "finished" and run.config.get("calibrate"):
+        if outcome == "finished" and run.config.get("calibrate") and run.ranks.main:
             from .calibrate import calibrate_model_dir
             options = run.config["calibrate"] if isinstance(run.config["calibrate"], dict) else {}
             calibrate_model_dir(run.dir / "model", progress=False, **options)

@@ -104,7 +104,7 @@ CASES = [
     ("out-is-a-directory", ["generate", "--model", "{model}", "--shape", "16", "--out", "{files}/a_folder.tif"],
      "a_folder.tif"),
     ("shape-100000", ["generate", "--model", "{model}", "--shape", "100000", "--out", "{tmp}/v.npy"], "100000"),
-    ("shape-3000-vti", ["generate", "--model", "{model}", "--shape", "3000", "--out", "{tmp}/v.vti"], "3000"),
+    ("shape-6000-vti", ["generate", "--model", "{model}", "--shape", "6000", "--out", "{tmp}/v.vti"], "6000"),
     ("seed-overflows", ["generate", "--model", "{model}", "--seed", "99999999999999999999999", "--shape", "16",
                         "--out", "{tmp}/v.npy"], "seed"),
     # synth

@@ -202,6 +202,21 @@ print(jobs.start_training({str(run_dir)!r}, specs, preset="tiny", steps=100_000,
     assert [r.name for r in jobs.list_runs(runs_dir)] == ["tiny"]
 
 
+def test_a_run_with_two_processes_is_stopped_through_torchrun(tiny_specs, runs_dir):
+    assert jobs.train_command("run", tiny_specs, processes=2)[-2:] == ["--nproc", "2"]
+    with pytest.raises(ValueError, match="at least 1"):
+        jobs.train_command("run", tiny_specs, processes=0)
+    run_dir = jobs.new_run_dir(runs_dir, "two")
+    jobs.start_training(run_dir, tiny_specs, preset="tiny", steps=100_000, options={"threads": 1}, processes=2)
+    running = wait_for(run_dir, lambda s: s.state == "running" and s.step >= 2)
+    record = json.loads((run_dir / jobs.JOB_FILE).read_text())
+    assert running.pid == record["pid"]        # --nproc became torchrun in the launched process: one pid to signal
+    jobs.stop_training(run_dir)
+    stopped = wait_for(run_dir, lambda s: not s.active)
+    assert stopped.state == "stopped" and json.loads((run_dir / "status.json").read_text())["processes"] == 2
+    assert lock_holder(run_dir) is None
+
+
 def test_invalid_data_fails_with_the_data_modules_message(runs_dir):
     flat = runs_dir / "flat.npy"
     np.save(flat, np.zeros((64, 64), np.uint8))
