@@ -1,7 +1,7 @@
 """Real micrographs, measured: train the ``cpu`` preset on one 2D image and compare what it generates.
 
     python bench/real_micrographs.py prepare                       # write the cases' training images + 3D truth
-    python bench/real_micrographs.py train CASE [--steps N] [--set FIELD=VALUE ...]   # background-friendly
+    python bench/real_micrographs.py train CASE [--steps N] [--set FIELD=VALUE ...] [--tag T]  # background-friendly
     python bench/real_micrographs.py report [CASE ...] [--size 128] [--seeds 2] [--json FILE]
 
 Cases (``CASES``): three real segmented micrographs from ``tests/data`` (licences there), compared in 2D
@@ -84,11 +84,16 @@ def prepare() -> None:
         print(f"wrote {image_path} {image.shape} values {np.unique(image).tolist()}", flush=True)
 
 
-def train_case(case: str, steps: int | None, settings: dict) -> None:
+def run_dir(case: str, tag: str | None) -> Path:
+    """runs/real_<case>, or runs/real_<case>_<tag> for a variant (e.g. other settings)."""
+    return ROOT / "runs" / (f"real_{case}_{tag}" if tag else f"real_{case}")
+
+
+def train_case(case: str, steps: int | None, settings: dict, tag: str | None = None) -> None:
     from slicegan_core.data import DatasetSpec
     from slicegan_core.train import resume, train
     prepare()
-    run = ROOT / "runs" / f"real_{case}"
+    run = run_dir(case, tag)
     if (run / "config.json").exists():
         resume(run, steps=steps, **settings)
     else:
@@ -96,12 +101,12 @@ def train_case(case: str, steps: int | None, settings: dict) -> None:
               **({"steps": steps} if steps else {}), **settings)
 
 
-def report(cases: list[str], size: int, seeds: int) -> dict:
+def report(cases: list[str], size: int, seeds: int, tag: str | None = None) -> dict:
     from slicegan_core import load_model
     from slicegan_core.evaluate import compare
     results = {}
     for case in cases:
-        run = ROOT / "runs" / f"real_{case}"
+        run = run_dir(case, tag)
         if not (run / "model" / "model.json").exists():
             print(f"{case}: no trained model in {run}; skipped", flush=True)
             continue
@@ -187,6 +192,7 @@ def main(argv=None):
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--json", help="report: also write the results here")
+    parser.add_argument("--tag", help="a variant's run: runs/real_CASE_TAG (e.g. trained with other --set values)")
     args = parser.parse_args(argv)
     unknown = [c for c in args.cases if c not in CASES]
     if unknown:
@@ -197,9 +203,9 @@ def main(argv=None):
         if len(args.cases) != 1:
             parser.error("train takes exactly one case")
         settings = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
-        train_case(args.cases[0], args.steps, settings)
+        train_case(args.cases[0], args.steps, settings, args.tag)
     else:
-        results = report(args.cases or list(CASES), args.size, args.seeds)
+        results = report(args.cases or list(CASES), args.size, args.seeds, args.tag)
         if args.json:
             from slicegan_core.evaluate import write_json
             write_json(results, args.json)
