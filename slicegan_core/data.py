@@ -157,17 +157,11 @@ def load_image(path) -> np.ndarray:
 
 
 def available_memory_bytes() -> int:
-    """Memory the system can give this process now, in bytes (Linux MemAvailable; else free pages)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62    # unknown: do not refuse
+    """Memory the system can give this process now, in bytes (see :func:`synthetic.available_memory`); a very
+    large number when the system cannot tell, so that nothing is refused on a guess."""
+    from .synthetic import available_memory
+    available = available_memory()
+    return (1 << 62) if available is None else available
 
 
 def _check_declared_size(path: Path, shape, dtype) -> None:
