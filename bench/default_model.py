@@ -61,7 +61,7 @@ RECIPES = {
            "schedule": [(2000, {}), (4500, {"attr_jitter": 0.3}),
                         (6000, {"island_penalty": 10.0, "island_temperature": 4.0, "threads": 1})]},
 }
-SHIPPED = "v3"
+SHIPPED = "v4"
 
 
 def data_path(out: Path, sigma: float) -> Path:
