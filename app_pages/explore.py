@@ -405,10 +405,13 @@ else:
                            {"dash": "dash" if label == "B" else "solid", "fill": label == "A"}))
         sigma = next(iter(attrs.values()))
         if recipe and len(attrs) == 1 and sigma >= 0:
-            with st.spinner("Synthesising the truth at this value..."):
-                truth = get_truth_statistics(json.dumps(recipe), float(sigma), seed, shape, voxel_size or 1.0)
-            series.append((f"truth {label}" if compare else "synthetic truth", truth,
-                           {"dash": "dashdot" if label == "B" else "dot", "colour": "#333333"}))
+            try:
+                with st.spinner("Synthesising the truth at this value..."):
+                    truth = get_truth_statistics(json.dumps(recipe), float(sigma), seed, shape, voxel_size or 1.0)
+                series.append((f"truth {label}" if compare else "synthetic truth", truth,
+                               {"dash": "dashdot" if label == "B" else "dot", "colour": "#333333"}))
+            except ValueError as error:   # e.g. a spread so wide that its largest grains outgrow this volume
+                st.caption(f"No synthetic truth at {label or 'this value'}: {error}")
         elif not recipe and (source := matching_dataset(model_path, attrs)):
             training = get_training_statistics(source, model.phase_values, voxel_size or 1.0)
             if training:
