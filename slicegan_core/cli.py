@@ -120,9 +120,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shape", type=_shape, default=(128, 128, 128), help="e.g. 128 or 256x256x128")
     p.add_argument("--periodic", action="store_true", help="opposite faces continue into each other")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--max-tile-voxels", type=int, default=40_000_000, metavar="N",
+                   help="generator output voxels per tile, which bounds the working memory (default 40000000; "
+                        "the volume does not depend on it)")
+    p.add_argument("--voxel-size", type=float, metavar="UM",
+                   help="micrometres per voxel written to the file's metadata (default: the model's voxel size)")
     p.add_argument("--out", required=True,
-                   help="output file: .tif (ImageJ), .npy, .vti (ParaView) or .dream3d (DREAM3D 6, with an .xdmf "
-                        "that ParaView opens)")
+                   help="output: .zarr (OME-Zarr), .tif (ImageJ; BigTIFF + OME above 4 GiB) or .npy, streamed tile "
+                        "by tile so the volume may exceed memory (torchrun processes share a .zarr); or .vti "
+                        "(ParaView) or .dream3d (DREAM3D 6, with an .xdmf that ParaView opens), built in memory")
 
     p = sub.add_parser("info", help="show a model's card")
     p.add_argument("model", nargs="?", default="default", help="model directory or shipped model name")
@@ -328,23 +334,49 @@ def cmd_resume(args) -> int:
 def cmd_generate(args) -> int:
     from .export import provenance, save_volume
     from .generate import load_model
+    from .stream import STREAMED
 
     suffix = Path(args.out).suffix.lower()
-    if suffix not in (".tif", ".tiff", ".npy", ".vti", ".dream3d"):
-        raise ValueError(f"--out must end in .tif, .npy, .vti or .dream3d (got {args.out!r}).")
-    if Path(args.out).is_dir():
+    if suffix not in (*STREAMED, ".vti", ".dream3d"):
+        raise ValueError(f"--out must end in .zarr, .tif, .npy, .vti or .dream3d (got {args.out!r}).")
+    if suffix != ".zarr" and Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a directory; give a file name such as {Path(args.out) / 'volume.tif'}.")
+    if args.voxel_size is not None and not 0 < args.voxel_size < float("inf"):
+        raise ValueError(f"--voxel-size must be a positive number of micrometres (got {args.voxel_size!r}).")
+    if suffix in STREAMED:
+        return _generate_streamed(args)
     model = load_model(args.model, device=args.device)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         volume = model.generate(args.attr, seed=args.seed, shape=args.shape, periodic=args.periodic,
-                                progress=True)
+                                max_tile_voxels=args.max_tile_voxels, progress=True)
     for warning in caught:
         print(f"warning: {warning.message}", file=sys.stderr)
     attrs = model._check_attrs(args.attr)
-    save_volume(args.out, volume, model.voxel_size_um,
+    save_volume(args.out, volume, model.voxel_size_um if args.voxel_size is None else args.voxel_size,
                 provenance(model, attrs, args.seed, args.shape, args.periodic))
     print(f"wrote {args.out}: shape {volume.shape}, {volume.dtype}")
+    return 0
+
+
+def _generate_streamed(args) -> int:
+    """generate --out .zarr/.tif/.npy: tile by tile into the file (slicegan_core.stream); under torchrun the
+    processes share the tiles of a .zarr."""
+    from .distributed import joined
+    from .generate import load_model
+
+    with joined() as ranks:
+        model = load_model(args.model, device=args.device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            path = model.generate_to(args.out, args.attr, seed=args.seed, shape=args.shape, periodic=args.periodic,
+                                     max_tile_voxels=args.max_tile_voxels, progress=True,
+                                     voxel_size_um=args.voxel_size)
+    if ranks.main:
+        for warning in caught:
+            print(f"warning: {warning.message}", file=sys.stderr)
+        sidecar = json.loads(path.with_name(path.name + ".json").read_text())
+        print(f"wrote {args.out}: {sidecar['format']}, shape {tuple(sidecar['shape'])}, {sidecar['dtype']}")
     return 0
 
 

@@ -85,12 +85,21 @@ def save_volume(path: str | Path, volume: np.ndarray, voxel_size_um: float | Non
     atomic_write_bytes(path, data)
     for name, extra in sidecar_files(path, volume, voxel_size_um).items():
         atomic_write_bytes(path.with_name(name), extra)
-    sidecar = {"file": path.name, "shape": list(volume.shape), "dtype": str(volume.dtype),
-               "voxel_size_um": voxel_size_um, "axes": "ZYX" if volume.ndim == 3 else "ZYXC",
+    write_sidecar(path, volume.shape, volume.dtype, voxel_size_um, provenance)
+    return path
+
+
+def write_sidecar(path: str | Path, shape, dtype, voxel_size_um: float | None, provenance: dict | None = None) -> Path:
+    """Write the JSON provenance sidecar ``<path>.json`` of an export of a ``shape`` (D, H, W) or (D, H, W, 3)
+    volume (atomically); returns its path. Streamed exports (:mod:`slicegan_core.stream`) use it too."""
+    path = Path(path)
+    sidecar = {"file": path.name, "shape": [int(n) for n in shape], "dtype": str(np.dtype(dtype)),
+               "voxel_size_um": voxel_size_um, "axes": "ZYX" if len(shape) == 3 else "ZYXC",
                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "package_version": __version__,
                **(provenance or {})}
-    atomic_write_text(path.with_name(path.name + ".json"), json.dumps(sidecar, indent=2))
-    return path
+    target = path.with_name(path.name + ".json")
+    atomic_write_text(target, json.dumps(sidecar, indent=2))
+    return target
 
 
 def provenance(model, attrs: dict, seed: int, shape, periodic: bool) -> dict:

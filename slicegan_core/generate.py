@@ -17,7 +17,9 @@ included) keep their own statistics, as before.
 
 Memory. :meth:`Model.generate` estimates the bytes a volume needs (latent, output array, the generator's
 peak working memory for its pass or tile) and refuses, before allocating anything, one that does not fit in
-the available memory.
+the available memory. :meth:`Model.generate_tiles` hands out the same tiles one at a time instead of filling an
+array, so a volume larger than memory can be written as it is made (:mod:`slicegan_core.stream`,
+:meth:`Model.generate_to`); tiles are split among processes with ``part``.
 
 Periodic volumes: the latent is made periodic (wrapped with a margin of cells) and one period of the output is
 kept; opposite faces then continue into each other exactly. Sides must be multiples of ``voxels_per_latent``.
@@ -28,6 +30,8 @@ import itertools
 import math
 import threading
 import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -43,6 +47,33 @@ from .synthetic import check_memory, check_seed
 
 HALO = 0  # extra latent cells around a tile; 0 suffices: voxel g depends only on latent cells g//vpl .. g//vpl+2 (tested)
 STATS_WINDOW = 192  # output voxels per edge of the centre window whose statistics large volumes use (docstring)
+
+
+@dataclass(frozen=True)
+class Tiles:
+    """A volume generated tile by tile (:meth:`Model.generate_tiles`). Iterate it once: it yields
+    ``(where, voxels)`` pairs, ``where`` the three slices of the (D, H, W) volume that ``voxels`` fills
+    ((d, h, w) labels/intensities, or (d, h, w, 3) colour), in tile order (axis 0 slowest).
+
+    Attributes
+    ----------
+    shape : (D, H, W) voxels of the whole volume.
+    core : voxels per axis of a tile; tile corners are multiples of it (tiles at the far faces are smaller).
+        One pass (a single tile) when it equals ``shape``.
+    dtype : numpy dtype of the voxels.
+    colour : True when voxels carry a trailing RGB axis.
+    count : tiles in the whole volume (this part yields every ``part[1]``-th of them, from ``part[0]``).
+    """
+
+    shape: tuple[int, int, int]
+    core: tuple[int, int, int]
+    dtype: np.dtype
+    colour: bool
+    count: int
+    blocks: Iterator
+
+    def __iter__(self):
+        return self.blocks
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -217,21 +248,92 @@ class Model:
         Raises ``ValueError`` for bad arguments and, before allocating anything, for a volume that needs more
         memory than is available (:meth:`memory_needed`).
         """
+        attrs, shape = self._prepare(attrs, seed, shape, periodic, max_tile_voxels, probabilities)
+        z = self.latent(seed, shape, periodic)
+        start = [HALO * self.voxels_per_latent if periodic else 0] * 3
+        attr_tensor = torch.tensor([[attrs[n] for n in self.attribute_names]], dtype=torch.float32)
+        return self._render(z, attr_tensor, start, shape, max_tile_voxels, progress, probabilities)
+
+    def generate_tiles(self, attrs: dict[str, float] | None = None, seed: int = 0, shape=(128, 128, 128),
+                       periodic: bool = False, max_tile_voxels: int = 40_000_000, slab_bytes: int | None = None,
+                       part: tuple[int, int] = (0, 1), progress: bool = False) -> Tiles:
+        """Generate a volume tile by tile, without ever holding all of it: the tiles of :meth:`generate`, with the
+        same voxels, handed out one at a time as a :class:`Tiles` (iterate it for ``(where, voxels)``).
+
+        Parameters
+        ----------
+        attrs, seed, shape, periodic, max_tile_voxels : as for :meth:`generate`.
+        slab_bytes : for a writer that collects whole planes (TIFF, .npy), the most bytes one slab of
+            ``core[0]`` planes may take; axis 0 is cut into thinner tiles until it fits (down to
+            ``voxels_per_latent`` planes). Default None: the plan of :meth:`generate`. The voxels do not depend on it.
+        part : (index, count): yield only tiles ``index, index + count, ...`` of the tile order, for ``count``
+            processes that share one volume (default (0, 1): all of them).
+        progress : show a progress bar over this part's tiles.
+
+        Raises ``ValueError`` for bad arguments and, before generating anything, when one tile (or slab) and the
+        generator's working memory do not fit in the available memory.
+
+        >>> tiles = model.generate_tiles({"alpha": 0.35}, seed=7, shape=512)      # doctest: +SKIP
+        >>> for where, voxels in tiles:                                           # doctest: +SKIP
+        ...     out[where] = voxels
+        """
+        if (not isinstance(part, tuple) or len(part) != 2 or not all(isinstance(p, Integral) for p in part)
+                or not 0 <= part[0] < part[1]):
+            raise ValueError(f"part must be (index, count) with 0 <= index < count (got {part!r}).")
+        if slab_bytes is not None and (not isinstance(slab_bytes, Integral) or slab_bytes < 1):
+            raise ValueError(f"slab_bytes must be a positive integer or None (got {slab_bytes!r}).")
+        attrs, shape = self._prepare(attrs, seed, shape, periodic, max_tile_voxels, False, streamed=True,
+                                     slab_bytes=slab_bytes)
+        z = self.latent(seed, shape, periodic)
+        start = [HALO * self.voxels_per_latent if periodic else 0] * 3
+        attr_tensor = torch.tensor([[attrs[n] for n in self.attribute_names]], dtype=torch.float32)
+        core = self._plan(z.shape[2:], shape, max_tile_voxels, self._slab_voxels(slab_bytes))
+        plan = tuple(shape) if core is None else tuple(core)
+        count = math.prod(math.ceil(n / c) for n, c in zip(shape, plan))
+        out_shape, dtype = self._output_layout(shape, False)
+        return Tiles(shape=shape, core=plan, dtype=dtype, colour=len(out_shape) == 4, count=count,
+                     blocks=self._blocks(z, attr_tensor, start, shape, core, False, part, progress))
+
+    def generate_to(self, path: str | Path, attrs: dict[str, float] | None = None, seed: int = 0,
+                    shape=(128, 128, 128), periodic: bool = False, max_tile_voxels: int = 40_000_000,
+                    progress: bool = False, voxel_size_um: float | None = None) -> Path:
+        """Generate a volume straight into a ``.zarr`` (OME-Zarr), ``.tif``/``.tiff`` or ``.npy`` file, tile by tile,
+        so the volume may be larger than memory; the voxels are those of :meth:`generate`. Written atomically
+        with a JSON provenance sidecar; ``voxel_size_um`` (default the model's) goes into the file's metadata.
+        Under torchrun the processes share a ``.zarr``. See
+        :func:`slicegan_core.stream.generate_to`, which this calls.
+
+        >>> model.generate_to("big.zarr", {"alpha": 0.35}, seed=7, shape=2048)   # doctest: +SKIP
+        """
+        from .stream import generate_to
+        return generate_to(self, path, attrs, seed=seed, shape=shape, periodic=periodic,
+                           max_tile_voxels=max_tile_voxels, progress=progress, voxel_size_um=voxel_size_um)
+
+    def _prepare(self, attrs, seed, shape, periodic, max_tile_voxels, probabilities, streamed=False,
+                 slab_bytes=None) -> tuple[dict[str, float], tuple[int, int, int]]:
+        """Checked (attrs, shape) of a request, after the memory check and the out-of-range warnings. An in-memory
+        request that does not fit is told about the streamed formats."""
         attrs = self._check_attrs(attrs)
         shape = self._check_shape(shape, periodic)
         check_seed(seed)
         if not isinstance(max_tile_voxels, Integral) or isinstance(max_tile_voxels, bool) or max_tile_voxels < 1:
             raise ValueError(f"max_tile_voxels must be a positive integer (got {max_tile_voxels!r}); "
                              "the default is 40_000_000.")
-        check_memory(shape, self.memory_needed(shape, periodic, max_tile_voxels, probabilities),
-                     lambda side: self.memory_needed((side,) * 3, periodic, max_tile_voxels, probabilities),
-                     multiple=self.voxels_per_latent if periodic else 1)
+
+        def needed(side_or_shape) -> int:
+            return self.memory_needed(side_or_shape, periodic, max_tile_voxels, probabilities, streamed, slab_bytes)
+
+        try:
+            check_memory(shape, needed(shape), lambda side: needed((side,) * 3),
+                         multiple=self.voxels_per_latent if periodic else 1)
+        except ValueError as error:
+            if streamed:
+                raise
+            raise ValueError(f"{str(error).rstrip('.')}; or write it to .zarr, .tif or .npy, which are streamed to "
+                             "disk (generate --out, Model.generate_to).") from None
         for message in self.out_of_range(attrs):
-            warnings.warn(message, UserWarning, stacklevel=2)
-        z = self.latent(seed, shape, periodic)
-        start = [HALO * self.voxels_per_latent if periodic else 0] * 3
-        attr_tensor = torch.tensor([[attrs[n] for n in self.attribute_names]], dtype=torch.float32)
-        return self._render(z, attr_tensor, start, shape, max_tile_voxels, progress, probabilities)
+            warnings.warn(message, UserWarning, stacklevel=3)
+        return attrs, shape
 
     def warm_up(self, sides=(64, 96, 128), background: bool = True):
         """Generate one throw-away volume of each side (voxels per edge) so that later calls at those sizes
@@ -269,28 +371,50 @@ class Model:
         return out[0] if self.image_type == "grayscale" else np.moveaxis(out, 0, -1)
 
     def _render(self, z, attrs, start, shape, max_tile_voxels, progress, probabilities) -> np.ndarray:
-        """Output voxels [start, start + shape) per axis of the generator run on latent z."""
+        """Output voxels [start, start + shape) per axis of the generator run on latent z, as one array."""
+        core = self._plan(z.shape[2:], shape, max_tile_voxels)
+        blocks = self._blocks(z, attrs, start, shape, core, probabilities, progress=progress)
+        if core is None:
+            return next(blocks)[1]
+        out_shape, dtype = self._output_layout(shape, probabilities)
+        out = np.empty(out_shape, dtype)
+        for where, block in blocks:
+            out[(slice(None), *where) if probabilities else where] = block
+        return out
+
+    def _output_layout(self, shape, probabilities: bool) -> tuple[tuple[int, ...], np.dtype]:
+        """(shape, dtype) of the output array of a (D, H, W) volume."""
+        if probabilities:
+            return (self.config.n_channels, *shape), np.dtype(np.float32)
+        if self.image_type == "n-phase":
+            return tuple(shape), np.dtype(self._label_dtype())
+        return (tuple(shape) if self.image_type == "grayscale" else (*shape, 3)), np.dtype(np.float32)
+
+    def _plan(self, latent_edges, shape, max_tile_voxels: int, slab_voxels: int | None = None) -> list[int] | None:
+        """The tile core per axis (:meth:`_tile_core`), or None when the volume is one pass: within the
+        statistics window (its own statistics need that pass anyway), or its generator output fits the budget."""
+        full_voxels = math.prod(Generator.output_edge(e, self.config) for e in latent_edges)
+        if self._stats_window(latent_edges) is None or full_voxels <= max_tile_voxels:
+            return None
+        return self._tile_core(shape, max_tile_voxels, slab_voxels)
+
+    def _blocks(self, z, attrs, start, shape, core, probabilities, part=(0, 1), progress=False):
+        """Yield ``(where, voxels)`` for tiles ``part[0]``, ``part[0] + part[1]``, ... of the plan ``core`` (None:
+        the one pass, which belongs to part 0). ``where`` holds slices of the (D, H, W) output."""
         vpl = self.voxels_per_latent
-        full_edges = [Generator.output_edge(e, self.config) for e in z.shape[2:]]
         logits_suffice = self.image_type == "n-phase" and not probabilities
         window = self._stats_window(z.shape[2:])
-        # A volume within the window is one pass whatever the budget: its statistics need that pass anyway.
-        if window is None or math.prod(full_edges) <= max_tile_voxels:
-            stats = None if window is None else self._frozen_stats(z, attrs, window)
-            probs = self._forward(z, attrs, stats=stats, activate=not logits_suffice)
-            crop = tuple(slice(s, s + n) for s, n in zip(start, shape))
-            return self._to_output(probs[(slice(None), *crop)], probabilities)
-
-        core = self._tile_core(shape, max_tile_voxels)
+        if core is None:
+            if part[0] == 0:
+                stats = None if window is None else self._frozen_stats(z, attrs, window)
+                probs = self._forward(z, attrs, stats=stats, activate=not logits_suffice)
+                crop = tuple(slice(s, s + n) for s, n in zip(start, shape))
+                yield tuple(slice(0, n) for n in shape), self._to_output(probs[(slice(None), *crop)], probabilities)
+            return
+        tiles = list(itertools.product(*(range(0, n, c) for n, c in zip(shape, core))))[part[0]::part[1]]
+        if not tiles:
+            return
         stats = self._frozen_stats(z, attrs, window)
-        n_channels = self.config.n_channels
-        if probabilities:
-            out = np.empty((n_channels, *shape), np.float32)
-        elif self.image_type == "n-phase":
-            out = np.empty(shape, self._label_dtype())
-        else:
-            out = np.empty(shape if self.image_type == "grayscale" else (*shape, 3), np.float32)
-        tiles = list(itertools.product(*(range(0, n, c) for n, c in zip(shape, core))))
         for corner in tqdm(tiles, desc="generating tiles", disable=not progress, leave=False):
             latent_slices, crop, target = [], [], []
             for axis in range(3):
@@ -303,18 +427,16 @@ class Model:
                 target.append(slice(corner[axis], corner[axis] + g1 - g0))
             probs = self._forward(z[(slice(None), slice(None), *latent_slices)], attrs, stats=stats,
                                   activate=not logits_suffice)
-            tile = self._to_output(probs[(slice(None), *crop)], probabilities)
-            if probabilities:
-                out[(slice(None), *target)] = tile
-            else:
-                out[tuple(target)] = tile
-        return out
+            yield tuple(target), self._to_output(probs[(slice(None), *crop)], probabilities)
 
-    def _tile_core(self, shape, max_tile_voxels: int) -> list[int]:
+    def _tile_core(self, shape, max_tile_voxels: int, slab_voxels: int | None = None) -> list[int]:
         """Voxels per axis of the part of the volume each tile keeps: the largest axis is halved (to a
-        multiple of voxels_per_latent) until a tile's generator output, core plus margins, fits the budget."""
+        multiple of voxels_per_latent) until a tile's generator output, core plus margins, fits the budget.
+        With ``slab_voxels`` axis 0 is halved first, until ``core[0]`` whole planes hold at most that many."""
         vpl = self.voxels_per_latent
         core = list(shape)
+        while slab_voxels is not None and core[0] * shape[1] * shape[2] > slab_voxels and core[0] > vpl:
+            core[0] = max(vpl, math.ceil(core[0] / 2 / vpl) * vpl)
         while math.prod(c + 2 * HALO * vpl + 2 * vpl for c in core) > max_tile_voxels and max(core) > vpl:
             axis = int(np.argmax(core))
             core[axis] = max(vpl, math.ceil(core[axis] / 2 / vpl) * vpl)
@@ -339,6 +461,9 @@ class Model:
     # ---- memory ----------------------------------------------------------------------------------------
     def _label_dtype(self):
         return np.uint8 if max(self.phase_values) <= 255 else np.int32
+
+    def _slab_voxels(self, slab_bytes: int | None) -> int | None:
+        return None if slab_bytes is None else max(1, slab_bytes // self._output_bytes_per_voxel(False))
 
     def _output_bytes_per_voxel(self, probabilities: bool) -> int:
         if probabilities:
@@ -386,22 +511,29 @@ class Model:
         return int(1.5 * max(peak, finish))
 
     def memory_needed(self, shape, periodic: bool = False, max_tile_voxels: int = 40_000_000,
-                      probabilities: bool = False) -> int:
+                      probabilities: bool = False, streamed: bool = False, slab_bytes: int | None = None) -> int:
         """Estimated peak bytes to generate a volume of ``shape`` (D, H, W): latent + output array + the
-        larger of the statistics-window pass and one pass (or tile). Arithmetic only; nothing is allocated."""
+        larger of the statistics-window pass and one pass (or tile). ``streamed`` (:meth:`generate_tiles`): one
+        tile's output instead of the whole array, or with ``slab_bytes`` one slab of whole planes.
+        Arithmetic only; nothing is allocated."""
         vpl = self.voxels_per_latent
         edges = self._latent_edges(shape, periodic)
         if periodic:
             edges = [e + 2 * HALO + 2 for e in edges]
         latent = 4 * self.config.z_channels * math.prod(edges) * (2 if periodic else 1)
-        output = self._output_bytes_per_voxel(probabilities) * math.prod(shape)
         window = self._stats_window(edges)
         window_pass = 0 if window is None else self._pass_bytes([w.stop - w.start for w in window], False)
-        full_voxels = math.prod(Generator.output_edge(e, self.config) for e in edges)
-        if window is None or full_voxels <= max_tile_voxels:
+        core = self._plan(edges, shape, max_tile_voxels, self._slab_voxels(slab_bytes) if streamed else None)
+        if core is None:
             pass_edges = edges
         else:
-            pass_edges = [math.ceil(c / vpl) + 2 + 2 * HALO for c in self._tile_core(shape, max_tile_voxels)]
+            pass_edges = [math.ceil(c / vpl) + 2 + 2 * HALO for c in core]
+        held = list(shape) if core is None else core
+        if not streamed:
+            held = shape
+        elif slab_bytes is not None:
+            held = (held[0], shape[1], shape[2])
+        output = self._output_bytes_per_voxel(probabilities) * math.prod(held)
         if self.device.type == "cpu":
             working = max(window_pass, self._pass_bytes(pass_edges, probabilities))
         else:   # the passes run in GPU memory; the host holds one pass's result on its way to the output

@@ -70,6 +70,75 @@ def test_generate_periodic_tif_and_out_of_range_warning(trained_run, tmp_path, c
     assert json.loads((tmp_path / "volume.tif.json").read_text())["periodic"] is True
 
 
+@pytest.mark.parametrize("name, fmt", [("big.zarr", "OME-Zarr 0.4"), ("big.tif", "ImageJ TIFF"),
+                                       ("big.npy", "NumPy .npy")])
+def test_generate_streams_zarr_tif_and_npy_with_the_in_memory_voxels(trained_run, tmp_path, capsys, name, fmt):
+    import tifffile
+    import zarr
+
+    shape = (224, 24, 20)              # beyond the statistics window: the budget below makes several tiles
+    out = tmp_path / name
+    assert run_cli(["generate", "--model", trained_run / "model", "--seed", 4, "--shape", "224x24x20",
+                    "--max-tile-voxels", 50_000, "--device", "cpu", "--out", out]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"wrote {out}: {fmt}, shape {shape}, uint8"
+    expected = load_model(trained_run / "model", device="cpu").generate(seed=4, shape=shape, max_tile_voxels=50_000)
+    if name.endswith(".zarr"):
+        root = zarr.open_group(str(out), mode="r")
+        volume = root["0"][:]
+        assert root.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [0.5] * 3
+    elif name.endswith(".tif"):
+        with tifffile.TiffFile(out) as tif:
+            volume = tif.asarray()
+            assert tif.imagej_metadata["spacing"] == 0.5
+    else:
+        volume = np.load(out)
+    assert np.array_equal(volume, expected)
+    assert json.loads((tmp_path / f"{name}.json").read_text())["format"] == fmt
+
+
+def test_generate_voxel_size_goes_into_the_metadata(trained_run, tmp_path, capsys):
+    import zarr
+
+    for name in ("v.zarr", "v.vti"):
+        assert run_cli(["generate", "--model", trained_run / "model", "--shape", "16", "--voxel-size", "2.5",
+                        "--device", "cpu", "--out", tmp_path / name]) == 0
+        assert json.loads((tmp_path / f"{name}.json").read_text())["voxel_size_um"] == 2.5
+    multiscale = zarr.open_group(str(tmp_path / "v.zarr"), mode="r").attrs["multiscales"][0]
+    assert multiscale["datasets"][0]["coordinateTransformations"][0]["scale"] == [2.5] * 3
+
+
+def test_an_in_memory_format_beyond_memory_names_the_streamed_ones(trained_run, tmp_path, capsys, monkeypatch):
+    from slicegan_core import synthetic
+
+    monkeypatch.setattr(synthetic, "available_memory", lambda: 2**30)
+    for name in ("v.vti", "v.dream3d"):
+        assert run_cli(["generate", "--model", trained_run / "model", "--shape", "1500", "--device", "cpu",
+                        "--out", tmp_path / name]) == 2
+        err = capsys.readouterr().err
+        assert_one_error_line(err)
+        assert "A 1500^3 volume needs" in err and "write it to .zarr, .tif or .npy, which are streamed" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_torchrun_processes_share_one_zarr(trained_run, tmp_path):
+    out = tmp_path / "shared.zarr"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+               "slicegan_core", "generate", "--model", str(trained_run / "model"), "--seed", "3", "--shape",
+               "224x24x20", "--max-tile-voxels", "50000", "--device", "cpu", "--out", str(out)]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("wrote") == 1                              # process 0 reports
+    import zarr
+    volume = zarr.open_group(str(out), mode="r")["0"][:]
+    model = load_model(trained_run / "model", device="cpu")
+    assert np.array_equal(volume, model.generate(seed=3, shape=(224, 24, 20), max_tile_voxels=50_000))
+    tiles = model.generate_tiles(seed=3, shape=(224, 24, 20), max_tile_voxels=50_000)
+    assert tiles.count >= 4                                               # both processes had tiles to write
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["shared.zarr", "shared.zarr.json"]
+
+
 def test_info_prints_the_model_card(trained_run, capsys):
     assert run_cli(["info", trained_run / "model"]) == 0
     card = json.loads(capsys.readouterr().out)
@@ -117,6 +186,10 @@ def test_train_then_resume(training_volumes, tmp_path, capsys):
     ["generate", "--model", "{model}", "--attr", "beta=0.3", "--shape", "8", "--out", "{tmp}/v.npy"],
     ["generate", "--model", "{model}", "--shape", "20", "--periodic", "--out", "{tmp}/v.npy"],
     ["generate", "--model", "{model}", "--shape", "8", "--out", "{tmp}/v.png"],
+    ["generate", "--model", "{model}", "--shape", "8", "--out", "{tmp}"],
+    ["generate", "--model", "{model}", "--shape", "8", "--out", "{tmp}/missing_folder/v.zarr"],
+    ["generate", "--model", "{model}", "--shape", "8", "--max-tile-voxels", "0", "--out", "{tmp}/v.npy"],
+    ["generate", "--model", "{model}", "--shape", "8", "--voxel-size", "-1", "--out", "{tmp}/v.npy"],
     ["generate", "--model", "{model}", "--shape", "8", "--out", "{tmp}/missing_folder/v.npy"],
     ["generate", "--model", "{model}", "--seed", "one", "--out", "{tmp}/v.npy"],
     ["generate", "--model", "{model}"],

@@ -371,7 +371,9 @@ def test_a_volume_that_does_not_fit_is_refused_up_front(tiny_model, monkeypatch)
     assert time.perf_counter() - started < 0.5                  # arithmetic only, no allocation attempt
     message = str(error.value)
     match = re.fullmatch(r"A 3000\^3 volume needs ([\d.,]+) GiB of memory but 2\.0 GiB is available; generate at "
-                         r"most about (\d+)\^3, or free memory or use a machine with more\.", message)
+                         r"most about (\d+)\^3, or free memory or use a machine with more; or write it to \.zarr, "
+                         r"\.tif or \.npy, which are streamed to disk \(generate --out, Model\.generate_to\)\.",
+                         message)
     assert match, message
     assert float(match[1].replace(",", "")) == pytest.approx(tiny_model.memory_needed((3000,) * 3) / GIB, abs=0.06)
     side = int(match[2])
@@ -437,3 +439,80 @@ print(json.dumps({"measured": rss("VmHWM") - base, "estimate": model.memory_need
     assert result.returncode == 0, result.stderr
     numbers = json.loads(result.stdout.strip().splitlines()[-1])
     assert numbers["measured"] <= numbers["estimate"] <= 2.5 * numbers["measured"], numbers
+
+
+# ---- tiles handed out one at a time (streaming) ---------------------------------------------------------
+
+TILED = (224, 40, 36)      # beyond the statistics window along axis 0, so a small budget cuts it into tiles
+
+
+def spans(where) -> tuple:
+    return tuple((s.start, s.stop) for s in where)
+
+
+def reassemble(tiles) -> np.ndarray:
+    out = np.full(tiles.shape, 255, tiles.dtype)
+    for where, voxels in tiles:
+        out[where] = voxels
+    return out
+
+
+def test_tiles_reassemble_the_generated_volume_exactly(tiny_model):
+    expected = tiny_model.generate(ALPHA, seed=5, shape=TILED, max_tile_voxels=60_000)
+    tiles = tiny_model.generate_tiles(ALPHA, seed=5, shape=TILED, max_tile_voxels=60_000)
+    assert tiles.count > 4 and tiles.shape == TILED and tiles.dtype == expected.dtype and not tiles.colour
+    wheres = [spans(where) for where, _ in tiny_model.generate_tiles(ALPHA, seed=5, shape=TILED,
+                                                                      max_tile_voxels=60_000)]
+    assert len(wheres) == tiles.count == len(set(wheres))
+    assert all(start % core == 0 for where in wheres for (start, _), core in zip(where, tiles.core))
+    assert wheres == sorted(wheres)                                      # axis 0 slowest
+    assert np.array_equal(reassemble(tiles), expected)
+
+
+def test_parts_share_the_tiles_without_overlap(tiny_model):
+    def wheres(part):
+        return [spans(w) for w, _ in tiny_model.generate_tiles(ALPHA, seed=5, shape=TILED, max_tile_voxels=60_000,
+                                                                part=part)]
+    first, second, everything = wheres((0, 2)), wheres((1, 2)), wheres((0, 1))
+    assert first and second and not set(first) & set(second)
+    assert sorted(first + second) == everything
+    # a volume that is one pass belongs to part 0
+    assert len(list(tiny_model.generate_tiles(ALPHA, shape=16, part=(0, 2)))) == 1
+    assert list(tiny_model.generate_tiles(ALPHA, shape=16, part=(1, 2))) == []
+
+
+def test_thin_slabs_change_the_tiles_not_the_voxels(tiny_model):
+    expected = tiny_model.generate(ALPHA, seed=5, shape=TILED, max_tile_voxels=60_000)
+    plane = TILED[1] * TILED[2]
+    tiles = tiny_model.generate_tiles(ALPHA, seed=5, shape=TILED, max_tile_voxels=60_000, slab_bytes=20 * plane)
+    assert tiles.core[0] == 16                                            # halved to one latent cell's voxels
+    assert np.array_equal(reassemble(tiles), expected)
+
+
+@pytest.mark.parametrize("kwargs, message", [({"part": (2, 2)}, "part must be"), ({"part": [0, 1]}, "part must be"),
+                                             ({"slab_bytes": 0}, "slab_bytes must be"),
+                                             ({"max_tile_voxels": 0}, "max_tile_voxels must be")])
+def test_bad_tile_arguments_are_value_errors(tiny_model, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_model.generate_tiles(ALPHA, shape=16, **kwargs)
+
+
+def test_streamed_memory_does_not_grow_with_the_volume(tiny_model):
+    streamed = [tiny_model.memory_needed((n,) * 3, streamed=True) for n in (1024, 2048)]
+    assert streamed[1] < 0.15 * tiny_model.memory_needed((2048,) * 3)
+    latent = 4 * tiny_model.config.z_channels * ((2048 // 16 + 2) ** 3 - (1024 // 16 + 2) ** 3)
+    assert streamed[1] - streamed[0] <= latent                            # only the latent grows
+    slab = tiny_model.memory_needed((2048,) * 3, streamed=True, slab_bytes=2**24)
+    assert 2**24 <= slab < tiny_model.memory_needed((2048,) * 3)
+
+
+def test_a_volume_beyond_memory_is_refused_in_memory_but_can_be_streamed(tiny_model, monkeypatch):
+    monkeypatch.setattr(synthetic, "available_memory", lambda: 3 * GIB)
+    with pytest.raises(ValueError, match=r"; or write it to \.zarr, \.tif or \.npy, which are streamed to disk"):
+        tiny_model.generate(ALPHA, shape=3000)
+    tiles = tiny_model.generate_tiles(ALPHA, shape=3000)       # fits: nothing is generated until iterated
+    assert tiles.shape == (3000,) * 3 and tiles.count > 1000
+    monkeypatch.setattr(synthetic, "available_memory", lambda: GIB // 8)
+    with pytest.raises(ValueError, match=r"GiB of memory but 0\.1 GiB is available; generate at most about") as error:
+        tiny_model.generate_tiles(ALPHA, shape=3000)
+    assert "streamed" not in str(error.value)
