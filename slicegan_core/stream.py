@@ -16,7 +16,7 @@ peak memory is the generator's working memory for one tile plus one tile (Zarr) 
   writes (Fiji reads its calibration natively); above it BigTIFF with OME-XML metadata (PhysicalSizeX/Y/Z in
   µm, also a resolution in pixels per cm), which Fiji opens through Bio-Formats and napari and tifffile read.
   ImageJ hyperstacks cannot be BigTIFF.
-* ``.npy``: the header, then the slabs in C order (``np.load(path, mmap_mode="r")`` opens it without reading).
+* ``.npy``: the header, then the slabs in C order (a memory map (``numpy.load`` with ``mmap_mode="r"``) opens it without reading).
 
 Atomic like every export: TIFF and .npy go to a temporary file in the output folder and ``NAME.zarr`` is
 built as ``NAME.zarr.partial``; each is renamed to its name only when complete, so a failure never leaves half
