@@ -27,13 +27,13 @@ import warnings
 
 import numpy as np
 
+from .metrics._checks import as_segmented
 from .calibrate import STATISTIC_LABELS, STATISTICS, calibration_status, image_tiles, predict, tile_statistics, \
     volume_tiles
 
 FIT_STATISTICS = ("ln_chord_mean", "ln_chord_sigma", "ln_ecd_sigma")
 VF_TOLERANCE = 0.10        # largest |area fraction of image - model| per phase after the phase mapping
 OUTSIDE_DISTANCE = 2.0     # distance above which the image is reported as outside what the model makes
-MAX_LABELS = 16            # more distinct values: a greyscale image, not segmented phases
 MAX_TILES = 48
 GRID = 401                 # candidate values per attribute
 
@@ -71,18 +71,7 @@ def read_micrograph(data: bytes, name: str) -> np.ndarray:
 
 def as_label_image(image, name: str = "image") -> np.ndarray:
     """``image`` as integer labels (H, W) or (D, H, W), or ValueError naming what is wrong."""
-    arr = np.asarray(image)
-    if arr.ndim not in (2, 3):
-        raise ValueError(f"{name} has shape {arr.shape}; match needs a 2D image (H, W) or a 3D stack (D, H, W).")
-    if arr.dtype == bool:
-        arr = arr.astype(np.uint8)
-    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ValueError(f"{name} has data type {arr.dtype}; match needs whole-number phase labels.")
-    values = np.unique(arr)
-    if values.size > MAX_LABELS or not np.all(np.isfinite(values)) or not np.all(values == np.round(values)):
-        raise ValueError(f"{name} has {values.size} distinct values{'' if values.size > MAX_LABELS else ', not all whole numbers'}, "
-                         "so it is not a segmented image; segment it into phases first.")
-    return arr.astype(np.int64) if arr.dtype.kind == "f" else arr
+    return as_segmented(image, name)
 
 
 def map_phases(image: np.ndarray, model_phases) -> tuple[np.ndarray, dict[int, int]]:

@@ -68,6 +68,19 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, meta
 
 
+def load_meta(path: str | Path) -> dict:
+    """The JSON ``meta`` of a file written by :func:`save_tensors`, from its header alone (no tensor is read)."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        return json.loads((header.get("__metadata__") or {}).get(META_KEY, "{}"))
+    except FileNotFoundError:
+        raise ValueError(f"File {path} does not exist.") from None
+    except (ValueError, AttributeError, OSError) as error:
+        raise ValueError(f"{path} is not a valid safetensors file ({error}); it may be truncated or corrupt.") from None
+
+
 def optimizer_to_flat(prefix: str, optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
     """Split an optimiser state_dict into tensors (for safetensors) and JSON (hyper-parameters, scalars)."""
     state = optimizer.state_dict()

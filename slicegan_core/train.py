@@ -36,7 +36,7 @@ from .distributed import BatchShare, Ranks
 from .generate import cpu_has_fast_bf16, pick_device
 from .modelfile import default_phases, save_model
 from .networks import Generator, build_critics
-from .storage import (atomic_write_bytes, atomic_write_text, load_tensors, optimizer_from_flat,
+from .storage import (atomic_write_bytes, atomic_write_text, load_meta, load_tensors, optimizer_from_flat,
                       optimizer_to_flat, save_tensors)
 
 SAMPLE_SEED = 1234  # fixed noise for sample images, so successive samples are comparable
@@ -617,7 +617,7 @@ def resolve_bf16(setting: bool | None, device: torch.device) -> bool:
 def checkpoint_step(run_dir) -> int:
     """Generator step of the run's last checkpoint (0 before the first one)."""
     path = Path(run_dir) / "checkpoint.safetensors"
-    return int(load_tensors(path)[1]["step"]) if path.is_file() else 0
+    return int(load_meta(path)["step"]) if path.is_file() else 0
 
 
 def _execute(run: Run) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..cli import PROG   # the main parser's command name (``slicegan`` when installed)
+from ..metrics._checks import as_segmented
 from ._report import write_json
 from .compare import compare
 from .plots import compare_figures, save_figures, steering_figures
@@ -101,15 +102,7 @@ def load_labels(path, option: str) -> np.ndarray:
         raise ValueError(f"{option} '{path}' is a colour image; evaluate compares label (segmented) data.")
     if array.ndim not in (2, 3):
         raise ValueError(f"{option} '{path}' has shape {array.shape}; pass a 2D image or a 3D volume of labels.")
-    values = np.unique(array)
-    if values.size > MAX_LABELS or not np.all(values == np.round(values)):
-        raise ValueError(f"{option} '{path}' has {values.size} distinct values{'' if values.size > MAX_LABELS else ', not all whole numbers'}, "
-                         "so it is not a label image; evaluate compares segmented (label) data, so segment it "
-                         "into phases first.")
-    return array
-
-
-MAX_LABELS = 16   # more distinct values than this: a greyscale image, not segmented phases
+    return as_segmented(array, f"{option} '{path}'")
 
 
 def _check_shared_phases(real: np.ndarray, generated: np.ndarray) -> None:

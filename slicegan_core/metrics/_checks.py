@@ -30,6 +30,27 @@ def as_labels(labels, name: str = "labels") -> np.ndarray:
     return arr
 
 
+MAX_LABELS = 16   # more distinct values than this: a greyscale image, not segmented phases
+
+
+def as_segmented(image, name: str = "image") -> np.ndarray:
+    """``image`` as (H, W) / (D, H, W) labels of a segmented image (at most ``MAX_LABELS`` whole-number values),
+    or ``ValueError`` naming what is wrong: for data a user brings, where a greyscale photo must be refused."""
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3):
+        raise ValueError(f"{name} has shape {arr.shape}; pass a 2D image (H, W) or a 3D stack (D, H, W) of labels.")
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8)
+    if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{name} has data type {arr.dtype}; pass whole-number phase labels.")
+    values = np.unique(arr)
+    whole = bool(np.all(np.isfinite(values)) and np.all(values == np.round(values)))
+    if values.size > MAX_LABELS or not whole:
+        raise ValueError(f"{name} has {values.size} distinct values{'' if whole else ', not all whole numbers'}, "
+                         "so it is not a segmented image; segment it into phases first.")
+    return arr.astype(np.int64) if arr.dtype.kind == "f" else arr
+
+
 def as_phases(labels: np.ndarray, phases: Iterable[int] | None) -> list[int]:
     """The phase values to measure: ``phases`` as a list of ints, or every value present in ``labels``."""
     if phases is None:
