@@ -61,6 +61,27 @@ RECIPES = {
            "schedule": [(2000, {}), (4500, {"attr_jitter": 0.3}),
                         (6000, {"island_penalty": 10.0, "island_temperature": 4.0, "threads": 1})]},
 }
+# Session 5 (issue "Clean structure"), screened on a GPU: the penalty from step 1,000 of a fresh run (v4 added
+# it at the end, where its effect saturated within ~400 steps), uniform (v5a) or weighted by alpha, 10 at
+# alpha 0.15 down to 2 at 0.6, where the truth itself has small grains (v5b: also two-voxel islands; v5c: one-
+# voxel islands only; v5d: twice v5b's weights). 4,500 steps, v3's cost per step plus the penalty's.
+_PENALTY = {"island_penalty": 10.0, "island_temperature": 4.0}
+_V5 = {"v5a": _PENALTY,
+       "v5b": {**_PENALTY, "island_penalty_high": 2.0, "island_max_voxels": 2},
+       "v5c": {**_PENALTY, "island_penalty_high": 2.0},
+       "v5d": {**_PENALTY, "island_penalty": 20.0, "island_penalty_high": 4.0, "island_max_voxels": 2}}
+for _name, _penalty in _V5.items():
+    RECIPES[_name] = {"overrides": dict(RECIPES["v3"]["overrides"]),
+                      "schedule": [(1000, {}), (2000, _penalty), (4500, {**_penalty, "attr_jitter": 0.3})]}
+# The paper's widths (G 512-256-128-64, critic 64-128-256-512), batch 8, 5 critic steps, lr 1e-4 and all 64
+# slices per axis for critic and generator, with this recipe's conditional critic, normalised code, upsample
+# output, weight average and jitter schedule (the seed's unconditional critic does not steer). For a GPU.
+RECIPES["paper-widths"] = {
+    "preset": "paper",
+    "overrides": dict(checkpoint_every=250, log_every=20, bf16=True, attr_jitter=0.1, ema_decay=0.999,
+                      critic_conditioning="channel", code_normalisation="range", sigma_activation="softplus",
+                      output_layer="upsample"),
+    "schedule": [(2000, {}), (4500, {"attr_jitter": 0.3})]}
 SHIPPED = "v4"
 
 
@@ -122,7 +143,7 @@ def main(argv=None):
             if not (run / "config.json").exists():
                 specs = [DatasetSpec(paths=(str(data_path(data_dir, s)),), attrs={"alpha": s})
                          for s in RECIPE["sigmas"]]
-                train(specs, run, preset_name="cpu", model_info={"recipe": RECIPE},
+                train(specs, run, preset_name=recipe.get("preset", "cpu"), model_info={"recipe": RECIPE},
                       **{**recipe["overrides"], **changes, "steps": end})
             elif checkpoint_step(run) < end:
                 resume(run, steps=end, **changes)   # changes: training settings from the checkpoint on

@@ -186,9 +186,15 @@ class TrainConfig:
     # the run exports and samples. WGAN generators trained at a high learning rate oscillate around a good
     # solution, and the oscillation shows as speckle; the average sits in the middle. 0 = off.
     ema_decay: float = 0.0
-    # Weight of train.single_voxel_islands (expected one-voxel phase islands per thousand voxels of the fake
+    # Weight of train.expected_islands (expected small phase islands per thousand voxels of the fake
     # volumes) in the generator's loss; n-phase only. 0 = off.
     island_penalty: float = 0.0
+    # Weight at the top of the first attribute's trained range, interpolated linearly from island_penalty at
+    # the bottom; None = island_penalty at every value. Wide grain-size distributions really have small
+    # grains, which a uniform weight also thins (docs/default-model.md).
+    island_penalty_high: float | None = None
+    # Largest island the penalty counts: 1 (single voxels) or 2 (also face-connected pairs).
+    island_max_voxels: int = 1
     # The penalty sees softmax(logits / island_temperature): above 1 it reaches confident islands, whose
     # plain softmax gradient P(1 - P) vanishes.
     island_temperature: float = 1.0
@@ -212,6 +218,9 @@ class TrainConfig:
             _check_range(name, getattr(self, name), 0, 1, high_open=True)
         for name in ("gp_lambda", "attr_jitter", "island_penalty", "threads"):
             _check_range(name, getattr(self, name), 0)
+        if self.island_penalty_high is not None:
+            _check_range("island_penalty_high", self.island_penalty_high, 0)
+        _check_range("island_max_voxels", self.island_max_voxels, 1, 2)
         _check_range("seed", self.seed, 0, MAX_SEED)
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (got {self.device!r}).")

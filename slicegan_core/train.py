@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import fcntl
 import json
+import math
 import os
 import signal
 import time
@@ -85,9 +86,10 @@ def _train_loop(run: "Run") -> str:
                                                      run.generator_slices_per_axis)
             with run.autocast():
                 loss_g = loss_g - critic(fake_slices, slice_attrs).mean()
-        if cfg.island_penalty and run.model_config.image_type == "n-phase":
+        if (cfg.island_penalty or cfg.island_penalty_high) and run.model_config.image_type == "n-phase":
             softened = torch.softmax(run.last_logits.float() / cfg.island_temperature, dim=1)
-            loss_g = loss_g + cfg.island_penalty * single_voxel_islands(softened)
+            islands = expected_islands(softened, cfg.island_max_voxels)
+            loss_g = loss_g + (run.island_weights(attrs) * islands).mean()
         loss_g.backward()
         critics.requires_grad_(True)
         run.average_gradients(run.G)
@@ -108,20 +110,46 @@ def _train_loop(run: "Run") -> str:
     return "finished"
 
 
-def single_voxel_islands(probabilities: torch.Tensor) -> torch.Tensor:
-    """Expected single-voxel phase islands per thousand interior voxels of (B, C, D, H, W) phase probabilities:
-    sum over phases of P_c(x) * prod over the 6 face neighbours n of (1 - P_c(n)). For one-hot volumes it is the
-    exact count. 2D critics barely see such islands (each is a one-pixel blob in three slices, among the many
-    small blobs that real slices show where they cut a grain's tip), so ``island_penalty`` asks for it directly."""
+def expected_islands(probabilities: torch.Tensor, max_voxels: int = 1) -> torch.Tensor:
+    """Expected small phase islands per thousand interior voxels of each of (B, C, D, H, W) phase
+    probabilities -> (B,). One-voxel islands: sum over phases of P_c(x) * prod over the 6 face neighbours n of
+    (1 - P_c(n)); with ``max_voxels`` 2 also face-connected pairs x, y: P_c(x) P_c(y) * prod over the pair's
+    10 other face neighbours of (1 - P_c(n)). For one-hot volumes these are the exact counts. 2D critics barely
+    see such islands (each is a one- or two-pixel blob in a few slices, among the many small blobs that real
+    slices show where they cut a grain's tip), so ``island_penalty`` asks for them directly."""
     p = probabilities.float()
-    centre = p[:, :, 1:-1, 1:-1, 1:-1]
-    alone = centre.clone()
-    for axis in (2, 3, 4):
-        for shift in (-1, 1):
-            index = [slice(None), slice(None), slice(1, -1), slice(1, -1), slice(1, -1)]
-            index[axis] = slice(1 + shift, p.shape[axis] - 1 + shift)
-            alone = alone * (1 - p[tuple(index)])
-    return 1000 * alone.sum(dim=1).mean()
+    size = p.shape[2:]
+    steps = [(axis, sign) for axis in range(3) for sign in (-1, 1)]
+
+    def shifted(offset, pair_axis=None):
+        """p at x + offset for every x of the region (interior; along ``pair_axis`` one short, so that x + 1
+        is interior too)."""
+        index = [slice(None), slice(None)]
+        for axis in range(3):
+            stop = size[axis] - (2 if axis == pair_axis else 1)
+            index.append(slice(1 + offset[axis], stop + offset[axis]))
+        return p[tuple(index)]
+
+    def unit(axis, sign=1):
+        return tuple(sign if a == axis else 0 for a in range(3))
+
+    alone = shifted((0, 0, 0))
+    for axis, sign in steps:
+        alone = alone * (1 - shifted(unit(axis, sign)))
+    count = alone.sum(dim=(1, 2, 3, 4))
+    if max_voxels >= 2:
+        for pair_axis in range(3):
+            first, second = shifted((0, 0, 0), pair_axis), shifted(unit(pair_axis), pair_axis)
+            pair = first * second
+            for axis, sign in steps:
+                step = unit(axis, sign)
+                if step != unit(pair_axis):           # the first voxel's neighbours but the second
+                    pair = pair * (1 - shifted(step, pair_axis))
+                if step != unit(pair_axis, -1):       # the second voxel's neighbours but the first
+                    pair = pair * (1 - shifted(tuple(a + b for a, b in zip(step, unit(pair_axis))), pair_axis))
+            count = count + pair.sum(dim=(1, 2, 3, 4))
+    interior = math.prod(n - 2 for n in size)
+    return 1000 * count / interior
 
 
 def gradient_penalty(critic, real, fake, attrs, generator: torch.Generator,
@@ -237,6 +265,17 @@ class Run:
             self.last_logits = self.G(z, attrs, activate=False)
         fake = self.G.activate(self.last_logits)
         return dataset_index, attrs, fake
+
+    def island_weights(self, attrs: torch.Tensor) -> torch.Tensor:
+        """Weight of the island penalty for each fake volume (b,), from its first attribute's place in the
+        trained range (island_penalty at the bottom, island_penalty_high at the top)."""
+        cfg = self.train_config
+        low_weight = torch.full((attrs.shape[0],), float(cfg.island_penalty), device=attrs.device)
+        if cfg.island_penalty_high is None or attrs.shape[1] == 0:
+            return low_weight
+        low, high = self.model_config.attribute_ranges[0]
+        place = ((attrs[:, 0].float() - low) / (high - low) if high > low else attrs[:, 0] * 0).clamp(0, 1)
+        return low_weight + (cfg.island_penalty_high - cfg.island_penalty) * place
 
     @torch.no_grad()
     def update_average(self):

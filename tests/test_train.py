@@ -365,18 +365,46 @@ def test_one_real_patch_per_fake_slice_is_still_possible_and_settings_are_valida
         TrainConfig(real_patches_per_axis=0)
 
 
-def test_single_voxel_islands_counts_one_voxel_islands_of_one_hot_volumes_and_has_a_gradient(tmp_path):
+def test_expected_islands_counts_small_islands_of_one_hot_volumes_and_has_a_gradient(tmp_path):
     from slicegan_core.metrics import island_density
     labels = np.zeros((2, 12, 12, 12), np.int64)
     labels[0, 4, 4, 4] = 1                      # two single-voxel islands inside, one 8-voxel block
     labels[0, 8, 8, 8] = 2
     labels[1, 2:4, 2:4, 2:4] = 1
+    labels[1, 7, 7, 6:8] = 2                    # a two-voxel island along each axis
+    labels[1, 5:7, 9, 9] = 1
+    labels[1, 9, 3:5, 3] = 2
     probabilities = torch.nn.functional.one_hot(torch.from_numpy(labels), 3).permute(0, 4, 1, 2, 3).float()
     probabilities.requires_grad_(True)
-    value = train_module.single_voxel_islands(probabilities)
-    assert value.item() == pytest.approx(1000 * 2 / (2 * 10 ** 3))          # per thousand interior voxels
-    assert island_density(labels[0], [1], max_size=1)[1] > 0
-    value.backward()
+    single = train_module.expected_islands(probabilities)
+    assert single.tolist() == pytest.approx([1000 * 2 / 10 ** 3, 0.0])       # per thousand interior voxels
+    up_to_two = train_module.expected_islands(probabilities, max_voxels=2)
+    assert up_to_two.tolist() == pytest.approx([1000 * 2 / 10 ** 3, 1000 * 3 / 10 ** 3])
+    assert island_density(labels[1], [1, 2], max_size=2)[2] > 0             # the metric agrees they are islands
+    up_to_two.sum().backward()
     assert probabilities.grad.abs().sum() > 0
+    # A random soft volume: the pair term only adds.
+    soft = torch.softmax(torch.randn(1, 3, 10, 10, 10), dim=1)
+    assert train_module.expected_islands(soft, 2).item() > train_module.expected_islands(soft, 1).item() > 0
+
+
+def test_island_penalty_weight_follows_the_attribute_between_low_and_high(tmp_path):
+    low, high = ALPHAS
+    run = _run(_skewed_specs(tmp_path), tmp_path, island_penalty=8.0, island_penalty_high=2.0)
+    attrs = torch.tensor([[low], [(low + high) / 2], [high], [high + 1.0]])
+    assert run.island_weights(attrs).tolist() == pytest.approx([8.0, 5.0, 2.0, 2.0])   # clamped outside
+    uniform = _run(_skewed_specs(tmp_path), tmp_path, island_penalty=8.0)
+    assert uniform.island_weights(attrs).tolist() == pytest.approx([8.0] * 4)
+    from slicegan_core.config import TrainConfig
+    with pytest.raises(ValueError, match="island_max_voxels"):
+        TrainConfig(island_max_voxels=3)
+    with pytest.raises(ValueError, match="island_penalty_high"):
+        TrainConfig(island_penalty_high=-1.0)
+    run_dir = train(_skewed_specs(tmp_path), tmp_path / "trained", preset_name="tiny", steps=2, island_penalty=8.0,
+                    island_penalty_high=2.0, island_max_voxels=2)
+    assert json.loads((run_dir / "config.json").read_text())["train"]["island_max_voxels"] == 2
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+
+
     run_dir = train(_skewed_specs(tmp_path), tmp_path / "run", preset_name="tiny", steps=2, island_penalty=5.0)
     assert json.loads((run_dir / "config.json").read_text())["train"]["island_penalty"] == 5.0

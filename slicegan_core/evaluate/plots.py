@@ -4,19 +4,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import plotly.graph_objects as go
-from plotly.subplots import make_subplots
+
+# plotly is imported inside the functions: training and generation (e.g. on a bare GPU machine) need no plotting.
 
 _COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
 _MEASURE_TITLES = {"ln_esd_sigma": "sigma of ln(ESD)", "ln_chord_sigma": "sigma of ln(chord length)",
                    "ln_esd_median": "median of ln(ESD / um)", "vf": "volume fraction"}
 
 
-def compare_figures(report: dict) -> dict[str, go.Figure]:
+def compare_figures(report: dict) -> dict[str, "go.Figure"]:
     """Figures of a compare report: ``s2`` (S2 curves), ``chords`` and ``sizes`` (ln-size histograms).
 
     One subplot per phase; real solid, generated dashed.
     """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
     phases = list(report["curves"])
     size_name = "ESD" if report.get("size_measure") == "esd" else "ECD (2D sections)"
     specs = {"s2": ("two-point correlation S2(r)", "r (um)", "S2"),
@@ -47,13 +49,14 @@ def compare_figures(report: dict) -> dict[str, go.Figure]:
     return figures
 
 
-def steering_figures(report: dict) -> dict[str, go.Figure]:
+def steering_figures(report: dict) -> dict[str, "go.Figure"]:
     """One figure per measure: commanded value vs measured median per phase with a band over seeds.
 
     The band is the min..max over seeds (light) and the quartiles (darker); the truth, when present, is drawn
     dotted with its own band; the trained range is shaded and trained values marked; for sigma of ln(ESD)
     the identity (measured = commanded) is drawn for reference.
     """
+    import plotly.graph_objects as go
     values = report["values"]
     lo, hi = report["trained_range"]
     figures = {}
@@ -88,7 +91,7 @@ def steering_figures(report: dict) -> dict[str, go.Figure]:
     return figures
 
 
-def save_figures(figures: dict[str, go.Figure], folder, prefix: str) -> list[Path]:
+def save_figures(figures: dict[str, "go.Figure"], folder, prefix: str) -> list[Path]:
     """Write each figure as ``folder/prefix_name.html`` (plotly.js written once next to them, offline)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
