@@ -13,7 +13,7 @@ budget=${BUDGET_S:-450}
 out=${OUT:-runs/gpu_out}
 stage=${STAGE:-.gpu}
 python=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}   # 11 processes share 16 cores
 mkdir -p runs/gpu "$out"
 for folder in default_data real_data; do
   [ -d "$stage/$folder" ] && cp -r "$stage/$folder" runs/
