@@ -46,8 +46,9 @@ import torch
 from PIL import Image
 
 IMAGE_TYPES = ("n-phase", "grayscale", "colour")
-# A phase whose mean chord exceeds this fraction of the patch edge comes out finer than the data (mean chords
-# 16-35 % short from 12-30 px at 64-px patches, fine within 8 % up to 11 px: docs/real-micrographs.md).
+# A phase whose mean chord exceeds this fraction of the patch edge often comes out finer than the data (real-
+# micrograph bench: mean chords 9-36 % short from 12-30 px at 64-px patches, within 8 % up to 11 px;
+# docs/real-micrographs.md).
 COARSE_FRACTION = 0.2
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy", ".dream3d")
 
@@ -318,9 +319,9 @@ class TrainingData:
             return None
         factor = int(np.ceil(mean / limit))
         return (f"Phase {self.phase_values[phase]} of {name} has a mean chord of {mean:.0f} px, more than a fifth "
-                f"of the {self.patch_size}-px patch: structure this coarse comes out finer than the data; "
-                f"downsample the image {factor}x (keep every {factor}{'nd' if factor == 2 else 'th'} pixel) or "
-                f"train with patch_size {2 * self.patch_size}.")
+                f"of the {self.patch_size}-px patch: structure this coarse often comes out finer than the data "
+                f"(docs/real-micrographs.md); if the generated chords are too short, downsample the image "
+                f"{factor}x (keep every {factor}{'nd' if factor == 2 else 'th'} pixel) and train again.")
 
     def _fractions(self, arrays) -> dict:
         if self.image_type != "n-phase":
