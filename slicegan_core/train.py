@@ -119,38 +119,38 @@ def expected_islands(probabilities: torch.Tensor, max_voxels: int = 1) -> torch.
     see such islands (each is a one- or two-pixel blob in a few slices, among the many small blobs that real
     slices show where they cut a grain's tip), so ``island_penalty`` asks for them directly."""
     p = probabilities.float()
+    q = 1 - p
     size = p.shape[2:]
-    steps = [(axis, sign) for axis in range(3) for sign in (-1, 1)]
 
-    def shifted(offset, pair_axis=None):
-        """p at x + offset for every x of the region (interior; along ``pair_axis`` one short, so that x + 1
-        is interior too)."""
-        index = [slice(None), slice(None)]
-        for axis in range(3):
-            stop = size[axis] - (2 if axis == pair_axis else 1)
-            index.append(slice(1 + offset[axis], stop + offset[axis]))
-        return p[tuple(index)]
+    def at(tensor, offset, region):
+        """``tensor`` at x + offset for every x of ``region`` ((start, length) per axis)."""
+        return tensor[(slice(None), slice(None)) + tuple(slice(start + o, start + o + n)
+                                                         for (start, n), o in zip(region, offset))]
 
-    def unit(axis, sign=1):
-        return tuple(sign if a == axis else 0 for a in range(3))
+    def unit(axis, step=1):
+        return tuple(step if i == axis else 0 for i in range(3))
 
-    alone = shifted((0, 0, 0))
-    for axis, sign in steps:
-        alone = alone * (1 - shifted(unit(axis, sign)))
+    interior = tuple((1, n - 2) for n in size)
+    # Product of (1 - P) over the 4 face neighbours across each axis, shared by the single and pair terms.
+    across = []
+    for axis in range(3 if max_voxels >= 2 else 1):
+        product = None
+        for other in range(3):
+            for step in ((-1, 1) if other != axis else ()):
+                factor = at(q, unit(other, step), interior)
+                product = factor if product is None else product * factor
+        across.append(product)
+    alone = at(p, (0, 0, 0), interior) * across[0] * at(q, unit(0, -1), interior) * at(q, unit(0, 1), interior)
     count = alone.sum(dim=(1, 2, 3, 4))
     if max_voxels >= 2:
-        for pair_axis in range(3):
-            first, second = shifted((0, 0, 0), pair_axis), shifted(unit(pair_axis), pair_axis)
-            pair = first * second
-            for axis, sign in steps:
-                step = unit(axis, sign)
-                if step != unit(pair_axis):           # the first voxel's neighbours but the second
-                    pair = pair * (1 - shifted(step, pair_axis))
-                if step != unit(pair_axis, -1):       # the second voxel's neighbours but the first
-                    pair = pair * (1 - shifted(tuple(a + b for a, b in zip(step, unit(pair_axis))), pair_axis))
+        for axis in range(3):
+            first = tuple((1, n - 2 - (i == axis)) for i, n in enumerate(size))   # x and x + e_axis interior
+            length = size[axis] - 3
+            pair = (at(p, (0, 0, 0), first) * at(p, unit(axis), first)
+                    * across[axis].narrow(2 + axis, 0, length) * across[axis].narrow(2 + axis, 1, length)
+                    * at(q, unit(axis, -1), first) * at(q, unit(axis, 2), first))
             count = count + pair.sum(dim=(1, 2, 3, 4))
-    interior = math.prod(n - 2 for n in size)
-    return 1000 * count / interior
+    return 1000 * count / math.prod(n - 2 for n in size)
 
 
 def gradient_penalty(critic, real, fake, attrs, generator: torch.Generator,
