@@ -163,9 +163,6 @@ with st.expander("New run", expanded=not any(r.active for r in runs) or "launch_
             fractions = data.phase_fractions()[index]
             columns[3].markdown(f"Dataset {index + 1}: {attrs_text}  \n"
                                 + ", ".join(f"phase {k}: {v:.0%}" for k, v in fractions.items()))
-        advice = data.scale_advice()
-        if advice:
-            st.warning(advice, icon=":material/zoom_out:")
 
     if "run_name" not in st.session_state:
         st.session_state.run_name = time.strftime("run-%Y%m%d-%H%M%S")

@@ -45,8 +45,8 @@ CASES = {
     "blobs_0.5": ("3d", f"porespy.generators.blobs({TRUTH_EDGE}^3, porosity 0.5, blobiness 1, seed 2)"),
     "spheres": ("3d", f"porespy.generators.polydisperse_spheres({TRUTH_EDGE}^3, porosity 0.5, radii normal(8, 2), "
                       "5 bins, r_min 4, seed 3)"),
-    # The same structure at half resolution (every 2nd voxel: chords ~10 px instead of ~20): structures whose
-    # mean chord exceeds about a fifth of the 64-px patch come out finer than the data.
+    # The same structure at half resolution (every 2nd voxel: chords ~10 px instead of ~20), to test whether
+    # feature size against the 64-px patch is why the PoreSpy cases come out too fine (it is not: same miss).
     "blobs_0.5_half": ("3d", f"blobs_0.5's volume, every 2nd voxel ({TRUTH_EDGE // 2}^3)"),
 }
 GOALS = {"islands_factor": 1.5, "islands_offset": 20.0, "vf": 0.02, "chord_rel": 0.10, "ssa_rel": 0.10,

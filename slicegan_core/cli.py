@@ -285,10 +285,8 @@ def cmd_train(args) -> int:
         dream3d = [p for spec in specs for p in spec.paths if ".dream3d" in p.lower()]
         if dream3d:
             args.voxel_size = isotropic_voxel_size(read_spacing(dream3d[0]), f"DREAM3D file '{dream3d[0]}'")
-    with warnings.catch_warnings():   # advice about the data, printed when given (the run may take hours)
-        warnings.showwarning = lambda message, *rest, **kw: print(f"warning: {message}", file=sys.stderr, flush=True)
-        run_dir = train(specs, args.run_dir, preset_name=args.preset, image_type=args.image_type,
-                        voxel_size_um=args.voxel_size, calibrate=args.calibrate, **_train_overrides(args))
+    run_dir = train(specs, args.run_dir, preset_name=args.preset, image_type=args.image_type,
+                    voxel_size_um=args.voxel_size, calibrate=args.calibrate, **_train_overrides(args))
     if _first_process():
         print(_outcome(run_dir))
     return 0

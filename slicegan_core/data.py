@@ -46,10 +46,6 @@ import torch
 from PIL import Image
 
 IMAGE_TYPES = ("n-phase", "grayscale", "colour")
-# A phase whose mean chord exceeds this fraction of the patch edge often comes out finer than the data (real-
-# micrograph bench: mean chords 9-36 % short from 12-30 px at 64-px patches, within 8 % up to 11 px;
-# docs/real-micrographs.md).
-COARSE_FRACTION = 0.2
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".npy", ".dream3d")
 
 
@@ -294,34 +290,6 @@ class TrainingData:
         row = int(position[1] * (plane.shape[0] - size + 1))
         column = int(position[2] * (plane.shape[1] - size + 1))
         return plane[row:row + size, column:column + size]
-
-    def scale_advice(self) -> str | None:
-        """One sentence when a phase's structure is too coarse for the patch (n-phase only), else None.
-
-        Measures the mean chord (pixels, along rows and columns, runs cut by the border left out) of every
-        phase in every image (a stack: its middle slice along each axis) and compares the largest with
-        ``COARSE_FRACTION`` x ``patch_size``; the advice names the phase, the file and the downsampling factor
-        that brings it under the limit."""
-        if self.image_type != "n-phase":
-            return None
-        from .metrics.chords import chord_lengths   # the reports' own measure
-        worst = (0.0, 0, "")
-        for names, arrays in zip(self._names, self.sources):
-            planes = [a[(slice(None),) * axis + (a.shape[axis] // 2,)] for a in arrays if a.ndim == 3
-                      for axis in range(3)] + [a for a in arrays if a.ndim == 2]
-            for plane in planes:
-                for phase, chords in chord_lengths(plane, phases=range(self.n_channels)).items():
-                    if chords.lengths and chords.mean > worst[0]:
-                        worst = (chords.mean, phase, " + ".join(names))
-        mean, phase, name = worst
-        limit = COARSE_FRACTION * self.patch_size
-        if not mean > limit:
-            return None
-        factor = int(np.ceil(mean / limit))
-        return (f"Phase {self.phase_values[phase]} of {name} has a mean chord of {mean:.0f} px, more than a fifth "
-                f"of the {self.patch_size}-px patch: structure this coarse often comes out finer than the data "
-                f"(docs/real-micrographs.md); if the generated chords are too short, downsample the image "
-                f"{factor}x (keep every {factor}{'nd' if factor == 2 else 'th'} pixel) and train again.")
 
     def _fractions(self, arrays) -> dict:
         if self.image_type != "n-phase":

@@ -23,7 +23,6 @@ import os
 import signal
 import time
 import traceback
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -519,9 +518,6 @@ def _train(ranks: Ranks, datasets, run_dir: Path, preset_name, image_type, voxel
     model_fields, train_fields = preset(preset_name, **overrides)
     # Validate the data before anything is written, so a bad file leaves no half-made run behind.
     data = load_training_data(datasets, image_type=image_type, patch_size=model_fields["patch_size"])
-    advice = data.scale_advice()
-    if advice and ranks.main:
-        warnings.warn(advice, UserWarning, stacklevel=3)
     # From the values as given: data.attrs is float32, and 0.2 rounded to float32 lies above 0.2, so a
     # float32-based range would call the trained value 0.2 "outside the trained range".
     given = np.array([[float(d.attrs[n]) for n in data.attribute_names] for d in datasets]).reshape(len(datasets), -1)

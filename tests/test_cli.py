@@ -219,12 +219,3 @@ def test_the_real_command_line_fails_cleanly(argv, tmp_path):
     assert result.returncode == 2
     assert_one_error_line(result.stderr)
     assert result.stdout == ""
-
-
-def test_train_prints_advice_about_coarse_data_when_it_starts(tmp_path, capsys):
-    stripes = ((np.arange(64) // 20) % 2).astype(np.uint8)[None, :].repeat(64, axis=0)   # 20-px chords
-    np.save(tmp_path / "coarse.npy", stripes)
-    assert run_cli(["train", "--data", tmp_path / "coarse.npy", "--run-dir", tmp_path / "run", "--preset", "tiny",
-                    "--steps", "1"]) == 0
-    err = capsys.readouterr().err
-    assert "warning: Phase" in err and "mean chord of 20 px" in err and "Traceback" not in err

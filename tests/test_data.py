@@ -373,27 +373,3 @@ def test_attributes_must_match_and_be_finite(tmp_path):
     with pytest.raises(ValueError, match="Attribute 'alpha' of dataset 'b.npy' is nan; give a finite"):
         load_training_data([DatasetSpec(a, {"alpha": 0.3}), DatasetSpec(b, {"alpha": float("nan")})],
                            patch_size=8)
-
-
-def _stripes(width: int, size: int = 256) -> np.ndarray:
-    """Two phases in vertical stripes ``width`` pixels wide: every chord across them is ``width`` long."""
-    return ((np.arange(size) // width) % 2).astype(np.uint8)[None, :].repeat(size, axis=0)
-
-
-def test_scale_advice_names_a_phase_too_coarse_for_the_patch(tmp_path):
-    from slicegan_core.data import COARSE_FRACTION
-    coarse_width = int(np.ceil(COARSE_FRACTION * 64)) + 4
-    np.save(tmp_path / "coarse.npy", _stripes(coarse_width))
-    np.save(tmp_path / "fine.npy", _stripes(6))
-    coarse = load_training_data([DatasetSpec(paths=(str(tmp_path / "coarse.npy"),), attrs={})], patch_size=64)
-    advice = coarse.scale_advice()
-    assert f"mean chord of {coarse_width} px" in advice and "coarse.npy" in advice and "downsample" in advice
-    assert len(advice.splitlines()) == 1
-    fine = load_training_data([DatasetSpec(paths=(str(tmp_path / "fine.npy"),), attrs={})], patch_size=64)
-    assert fine.scale_advice() is None
-    # The same coarse image is fine for a patch twice as large, and grayscale data gets no advice.
-    assert load_training_data([DatasetSpec(paths=(str(tmp_path / "coarse.npy"),), attrs={})],
-                              patch_size=128).scale_advice() is None
-    grey = load_training_data([DatasetSpec(paths=(str(tmp_path / "coarse.npy"),), attrs={})],
-                              image_type="grayscale", patch_size=64)
-    assert grey.scale_advice() is None
