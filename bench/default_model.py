@@ -77,7 +77,7 @@ RECIPES["paper-widths"] = {
                       critic_conditioning="channel", code_normalisation="range", sigma_activation="softplus",
                       output_layer="upsample"),
     "schedule": [(2000, {}), (4500, {"attr_jitter": 0.3})]}
-SHIPPED = "v4"
+SHIPPED = "v5"
 
 
 def data_path(out: Path, sigma: float) -> Path:
