@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # One GPU session's runs for issue "Clean structure" (about 9 minutes on one H200; see docs/default-model.md):
 #   1. bench/gpu_check.py: the shipped model's CUDA path against the CPU's, and GPU generation times;
-#   2. side by side on the one GPU, each stopped (SIGTERM: checkpoint, export) after BUDGET_S seconds:
-#      the paper-width recipe, the v5a-v5d screening recipes (bench/default_model.py) and the cpu preset's
-#      defaults on the five real-micrograph cases not trained on a CPU yet (bench/real_micrographs.py);
+#   2. stopped (SIGTERM: checkpoint, export) after BUDGET_S seconds: the paper-width recipe
+#      (bench/default_model.py), alone on the GPU; with REAL=1 also the cpu preset's defaults on the
+#      real-micrograph cases (bench/real_micrographs.py) beside it. Session 5 ran eleven processes on one GPU and
+#      each got a CPU's speed (docs/default-model.md, "GPU session"): keep it to a few;
 #   3. bench/gpu_pack.py packs models, configs, events and logs into OUT (15 MiB parts).
 # Inputs (runs/ is not in git): runs/default_data and runs/real_data, copied from STAGE when it holds them.
-# Usage: OUT=dir BUDGET_S=450 [STAGE=.gpu] [ONLY="paper v5b real_composite"] bash bench/gpu_runs.sh
+# Usage: OUT=dir BUDGET_S=450 [STAGE=.gpu] [REAL=1] [ONLY="paper real_composite"] bash bench/gpu_runs.sh
 # Here: python bench/gpu_pack.py unpack DIR --to runs/gpu_back
 set -u
 budget=${BUDGET_S:-450}
 out=${OUT:-runs/gpu_out}
 stage=${STAGE:-.gpu}
 python=${PYTHON:-python3}
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}   # 11 processes share 16 cores
+export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}   # several processes share 16 cores
 mkdir -p runs/gpu "$out"
 for folder in default_data real_data; do
   [ -d "$stage/$folder" ] && cp -r "$stage/$folder" runs/
@@ -30,12 +31,11 @@ launch() {   # name, command...: in the background, stopped after the budget, lo
   ( timeout -s TERM -k 90 "$budget" "$@" > "runs/gpu/$name.log" 2>&1; echo "exit $?" >> "runs/gpu/$name.log" ) &
 }
 launch paper "$python" bench/default_model.py train --recipe paper-widths --run runs/gpu/paper
-for recipe in v5a v5b v5c v5d; do
-  launch "$recipe" "$python" bench/default_model.py train --recipe "$recipe" --run "runs/gpu/$recipe"
-done
-for case in sofc_anode sem_seg blobs_0.3 blobs_0.5 spheres composite; do
-  launch "real_$case" "$python" bench/real_micrographs.py train "$case"
-done
+if [ -n "${REAL:-}" ]; then
+  for case in sofc_anode sem_seg blobs_0.3 blobs_0.5 spheres composite; do
+    launch "real_$case" "$python" bench/real_micrographs.py train "$case"
+  done
+fi
 wait
 runs=(runs/gpu/*.log runs/gpu/*.json runs/gpu/machine.txt)
 for run in runs/gpu/* runs/real_*; do [ -f "$run/config.json" ] && runs+=("$run"); done
