@@ -64,16 +64,19 @@ RECIPES = {
 # Session 5 (issue "Clean structure"): v4's branch of v3 with the penalty weighted by alpha, 10 at alpha 0.15 down
 # to 2 at 0.6 (the widest distribution really has small grains, which v4's uniform weight thinned), and
 # counting two-voxel islands too (a fifth of the small islands). 2 threads.
-RECIPES["v5"] = {"overrides": dict(RECIPES["v3"]["overrides"]),
-                 "schedule": [(2000, {}), (4500, {"attr_jitter": 0.3}),
-                              (6000, {"island_penalty": 10.0, "island_penalty_high": 2.0, "island_max_voxels": 2,
-                                      "island_temperature": 4.0})]}
+def _v3_then(end: int, penalty_low: float) -> dict:
+    """v3's recipe to step 4,500, then a stage to ``end`` with the alpha-weighted island penalty (one- and
+    two-voxel islands, T = 4) from ``penalty_low`` at alpha 0.15 down to 2 at 0.6."""
+    return {"overrides": dict(RECIPES["v3"]["overrides"]),
+            "schedule": [*RECIPES["v3"]["schedule"],
+                         (end, {"island_penalty": penalty_low, "island_penalty_high": 2.0, "island_max_voxels": 2,
+                                "island_temperature": 4.0})]}
+
+
+RECIPES["v5"] = _v3_then(6000, 10.0)
 # Session 5, shipped: v5's penalty three times stronger at alpha 0.15 (30 down to 2 at 0.6) for 1,000 steps
 # instead of 1,500 (the raw generator reaches its level within ~400 steps; the recipe then fits in ~60 minutes).
-RECIPES["v6"] = {"overrides": dict(RECIPES["v3"]["overrides"]),
-                 "schedule": [(2000, {}), (4500, {"attr_jitter": 0.3}),
-                              (5500, {"island_penalty": 30.0, "island_penalty_high": 2.0, "island_max_voxels": 2,
-                                      "island_temperature": 4.0})]}
+RECIPES["v6"] = _v3_then(5500, 30.0)
 # The paper's widths (G 512-256-128-64, critic 64-128-256-512), batch 8, 5 critic steps, lr 1e-4 and all 64
 # slices per axis for critic and generator, with this recipe's conditional critic, normalised code, upsample
 # output, weight average and jitter schedule (the seed's unconditional critic does not steer). For a GPU.

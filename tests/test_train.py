@@ -386,6 +386,8 @@ def test_expected_islands_counts_small_islands_of_one_hot_volumes_and_has_a_grad
     # A random soft volume: the pair term only adds.
     soft = torch.softmax(torch.randn(1, 3, 10, 10, 10), dim=1)
     assert train_module.expected_islands(soft, 2).item() > train_module.expected_islands(soft, 1).item() > 0
+    run_dir = train(_skewed_specs(tmp_path), tmp_path / "run", preset_name="tiny", steps=2, island_penalty=5.0)
+    assert json.loads((run_dir / "config.json").read_text())["train"]["island_penalty"] == 5.0
 
 
 def test_island_penalty_weight_follows_the_attribute_between_low_and_high(tmp_path):
@@ -405,6 +407,3 @@ def test_island_penalty_weight_follows_the_attribute_between_low_and_high(tmp_pa
     assert json.loads((run_dir / "config.json").read_text())["train"]["island_max_voxels"] == 2
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
 
-
-    run_dir = train(_skewed_specs(tmp_path), tmp_path / "run", preset_name="tiny", steps=2, island_penalty=5.0)
-    assert json.loads((run_dir / "config.json").read_text())["train"]["island_penalty"] == 5.0
