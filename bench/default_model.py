@@ -37,7 +37,7 @@ RECIPE = {
 # 0.999) and stages (train up to this step, training changes from the stage's start); see
 # docs/default-model.md for how they were chosen.
 RECIPES = {
-    # Session 2's model. Its settings pin what the cpu preset then did: the generator step saw the critic's
+    # v2. Its settings pin what the cpu preset then did: the generator step saw the critic's
     # 4 slices per axis and the critic took one real patch per fake slice (16) with the penalty on all 16.
     # The jitter rose to 0.3 when a branch at step 2,330 showed it interpolates between the trained alphas
     # far better; threads rose to 2 when the run had the machine to itself (speed only). A further stage at
@@ -46,13 +46,13 @@ RECIPES = {
                              output_layer="upsample", generator_slices_per_axis=4, real_patches_per_axis=16,
                              penalty_pairs_per_axis=16),
            "schedule": [(2330, {}), (4000, {"attr_jitter": 0.3}), (5795, {"threads": 2})]},
-    # Session 3 (issue "Clean structure"): the generator step sees all 64 slices per axis and the critic 16
+    # v3 (issue "Clean structure"): the generator step sees all 64 slices per axis and the critic 16
     # (short screening runs: fewer small islands at equal steps), real patches and penalty pairs per axis =
     # batch size (the seed's rule, now the preset's default), both cores from the start.
     "v3": {"overrides": dict(checkpoint_every=100, log_every=20, bf16=True, threads=2, attr_jitter=0.1,
                              slices_per_axis=16, generator_slices_per_axis=64),
            "schedule": [(2000, {}), (4500, {"attr_jitter": 0.3})]},
-    # Session 4 (issue "Clean structure"): v3, then 1,500 steps with a direct penalty on one-voxel islands,
+    # v4 (issue "Clean structure"): v3, then 1,500 steps with a direct penalty on one-voxel islands,
     # seen through softmax(logits / 4) so that confident islands still get a gradient (weight 10: a 400-step
     # screen of weights 1 / 3 / 10 from v3's end cut the raw generator's islands most at 10, chords held). The
     # weight average needs ~1,000 steps to follow, hence 1,500. The stage ran at 1 thread beside other work.
@@ -61,7 +61,7 @@ RECIPES = {
            "schedule": [(2000, {}), (4500, {"attr_jitter": 0.3}),
                         (6000, {"island_penalty": 10.0, "island_temperature": 4.0, "threads": 1})]},
 }
-# Session 5 (issue "Clean structure"): v4's branch of v3 with the penalty weighted by alpha, 10 at alpha 0.15 down
+# v5 (issue "Clean structure"): v4's branch of v3 with the penalty weighted by alpha, 10 at alpha 0.15 down
 # to 2 at 0.6 (the widest distribution really has small grains, which v4's uniform weight thinned), and
 # counting two-voxel islands too (a fifth of the small islands). 2 threads.
 def _v3_then(end: int, penalty_low: float) -> dict:
@@ -74,7 +74,7 @@ def _v3_then(end: int, penalty_low: float) -> dict:
 
 
 RECIPES["v5"] = _v3_then(6000, 10.0)
-# Session 5, shipped: v5's penalty three times stronger at alpha 0.15 (30 down to 2 at 0.6) for 1,000 steps
+# v6, shipped: v5's penalty three times stronger at alpha 0.15 (30 down to 2 at 0.6) for 1,000 steps
 # instead of 1,500 (the raw generator reaches its level within ~400 steps; the recipe then fits in ~60 minutes).
 RECIPES["v6"] = _v3_then(5500, 30.0)
 # The paper's widths (G 512-256-128-64, critic 64-128-256-512), batch 8, 5 critic steps, lr 1e-4 and all 64

@@ -1,4 +1,4 @@
-"""Pack one GPU session's runs for the trip back (bench/gpu_runs.sh calls it; see there).
+"""Pack the runs made on a lent GPU machine for the trip back (bench/gpu_runs.sh calls it; see there).
 
     python bench/gpu_pack.py pack RUNS... --out DIR      # on the GPU machine: models, logs, events -> DIR/part-*
     python bench/gpu_pack.py unpack DIR... --to runs/gpu_back  # here: join, untar, restore float32 weights
