@@ -30,48 +30,177 @@ def split_path(path) -> tuple[Path, str | None]:
     return Path(text), None
 
 
-def _image_containers(f) -> list[str]:
-    names = []
-    for name, group in f.get("DataContainers", {}).items():
-        geometry = group.get("_SIMPL_GEOMETRY")
-        if geometry is not None and int(np.ravel(geometry.attrs.get("GeometryType", [-1]))[0]) == 0:
-            names.append(name)
-    return names
+# ---- reading: one access policy for every object of an uploaded file ------------------------------------
+# An HDF5 file can keep a dataset's bytes in another file (external raw storage), link to an object in another
+# file (external link) or assemble a dataset from other files (virtual dataset); a soft link can loop. An
+# uploaded file must never make the server read anything but itself, so every object is reached through
+# hard links only, every dataset is checked for external and virtual storage, and its declared size is
+# checked against memory, all before a byte of it is read.
+
+MAX_LABEL_VALUES = 256      # a provenance lists one value per phase; more is not a file we wrote
 
 
-def _cell_arrays(f) -> list[str]:
-    """Every cell array of every image container of an open file, as ``<container>/CellData/<array>``."""
-    import h5py
-    return [f"{c}/CellData/{a}" for c in _image_containers(f)
-            for a, item in f["DataContainers"][c].get("CellData", {}).items() if isinstance(item, h5py.Dataset)]
+class _Reader:
+    """An open ``.dream3d`` file read under the access policy above; every error is one sentence naming it."""
+
+    def __init__(self, file: Path):
+        import h5py
+        self.file = file
+        if not file.is_file():
+            raise ValueError(f"DREAM3D file '{file}' does not exist; check the path.")
+        try:
+            self.f = h5py.File(file, "r")
+        except OSError as error:
+            raise ValueError(f"DREAM3D file '{file}' could not be read as HDF5 ({error}).") from None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+    def refuse(self, what: str, advice: str) -> ValueError:
+        return ValueError(f"DREAM3D file '{self.file}' {what}; {advice}.")
+
+    def child(self, group, name: str):
+        """``group[name]`` if it is stored in this file under a hard link, else None (absent) or a refusal."""
+        import h5py
+        try:
+            link = group.get(name, getlink=True)
+        except (KeyError, OSError, RuntimeError, ValueError):
+            link = None
+        if link is None:
+            return None
+        if not isinstance(link, h5py.HardLink):
+            kind = {h5py.ExternalLink: "an external link to another file",
+                    h5py.SoftLink: "a soft link"}.get(type(link), "a link of an unknown kind")
+            raise self.refuse(f"reaches '{group.name.rstrip('/')}/{name}' through {kind}",
+                              "SliceGAN Studio reads only objects stored inside the uploaded file, so save the "
+                              "structure again from DREAM3D without links")
+        try:
+            return group[name]
+        except (KeyError, OSError, RuntimeError, ValueError) as error:
+            raise self.refuse(f"has a damaged object '{group.name.rstrip('/')}/{name}' ({error})",
+                              "export the structure again from DREAM3D") from None
+
+    def members(self, group) -> list[str]:
+        import h5py
+        if not isinstance(group, h5py.Group):
+            return []
+        try:
+            return list(group.keys())     # names only: no link is followed
+        except (OSError, RuntimeError) as error:
+            raise self.refuse(f"has a damaged group '{group.name}' ({error})",
+                              "export the structure again from DREAM3D") from None
+
+    def dataset(self, obj, where: str, max_values: int | None = None):
+        """``obj`` checked as a numeric dataset whose bytes lie in this file and fit in memory."""
+        import h5py
+        if not isinstance(obj, h5py.Dataset):
+            raise self.refuse(f"has no dataset at '{where}'", "export the structure again from DREAM3D")
+        if obj.is_virtual:
+            raise self.refuse(f"makes '{where}' a virtual dataset that takes its values from other files",
+                              "SliceGAN Studio reads only data stored inside the uploaded file")
+        if obj.id.get_create_plist().get_external_count() > 0:
+            raise self.refuse(f"keeps the values of '{where}' in an external file",
+                              "SliceGAN Studio reads only data stored inside the uploaded file")
+        kind = obj.dtype.kind
+        if kind not in "biuf" or obj.dtype.names is not None:
+            what = {"c": "complex numbers", "S": "text", "U": "text", "O": "variable-length values",
+                    "V": "compound records"}.get(kind, f"{obj.dtype} values")
+            raise self.refuse(f"holds {what} in '{where}'", "give integer or floating-point values")
+        if obj.ndim > 4:
+            raise self.refuse(f"has a {obj.ndim}-dimensional array '{where}' (shape {obj.shape})",
+                              "give a (z, y, x) or (z, y, x, 1) cell array")
+        if max_values is not None and obj.size > max_values:
+            raise self.refuse(f"has {obj.size} values in '{where}' where at most {max_values} belong",
+                              "export the structure again from DREAM3D")
+        if max_values is None:
+            from .synthetic import available_memory
+            needed = float(np.prod(obj.shape, dtype=np.float64)) * (obj.dtype.itemsize + 1)
+            available = available_memory()
+            if available is not None and needed > available:
+                raise self.refuse(
+                    f"declares a {' x '.join(map(str, obj.shape))} {obj.dtype} array '{where}' that needs "
+                    f"{needed / 2**30:.1f} GiB to load, but {available / 2**30:.1f} GiB of memory is available",
+                    "crop or downsample it")
+            if obj.size > 0 and obj.id.get_storage_size() == 0:
+                raise self.refuse(f"declares the array '{where}' (shape {obj.shape}) but stores none of its values",
+                                  "export the structure again from DREAM3D")
+        return obj
+
+    def read(self, obj, where: str, max_values: int | None = None) -> np.ndarray:
+        dataset = self.dataset(obj, where, max_values)
+        try:
+            return np.asarray(dataset[()])
+        except MemoryError:
+            raise self.refuse(f"has an array '{where}' that does not fit in memory", "crop or downsample it") \
+                from None
+        except (OSError, RuntimeError, ValueError, TypeError) as error:
+            raise self.refuse(f"has a damaged array '{where}' ({error})",
+                              "export the structure again from DREAM3D") from None
+
+    def containers(self) -> dict[str, object]:
+        """Image-geometry data containers by name (others, and damaged geometry tags, are skipped)."""
+        root = self.child(self.f, "DataContainers")
+        found = {}
+        for name in self.members(root):
+            group = self.child(root, name)
+            geometry = self.child(group, "_SIMPL_GEOMETRY") if group is not None else None
+            if geometry is None:
+                continue
+            try:
+                geometry_type = int(np.ravel(geometry.attrs.get("GeometryType", [-1]))[0])
+            except (ValueError, TypeError, IndexError, OSError, OverflowError):
+                continue
+            if geometry_type == 0:
+                found[name] = group
+        if not found:
+            raise self.refuse("has no image-geometry data container",
+                              "export the structure on an image geometry in DREAM3D")
+        return found
+
+    def cell_arrays(self) -> dict[str, object]:
+        """Every cell array name of every image container, ``<container>/CellData/<array>`` -> its group. Only
+        names are listed: a link among them is refused when the array is read."""
+        arrays = {}
+        for container, group in self.containers().items():
+            cells = self.child(group, "CellData")
+            for name in self.members(cells):
+                arrays[f"{container}/CellData/{name}"] = cells
+        return arrays
+
+    def spacing(self, container: str, group) -> tuple[float, float, float]:
+        where = f"DataContainers/{container}/_SIMPL_GEOMETRY/SPACING"
+        geometry = self.child(group, "_SIMPL_GEOMETRY")
+        obj = self.child(geometry, "SPACING")
+        if obj is None:
+            raise self.refuse(f"has no voxel spacing ('{where}')", "set the spacing in DREAM3D and export again")
+        values = np.ravel(self.read(obj, where, max_values=16)).astype(np.float64)
+        if values.size != 3 or not np.all(np.isfinite(values)) or np.any(values <= 0):
+            raise self.refuse(f"has SPACING {values.tolist()}",
+                              "it needs three positive, finite voxel edge lengths (x, y, z)")
+        return tuple(float(v) for v in values)
 
 
 def list_arrays(path) -> list[str]:
     """Every cell array of every image container, as ``<container>/CellData/<array>``."""
-    import h5py
-    with h5py.File(split_path(path)[0], "r") as f:
-        return _cell_arrays(f)
+    with _Reader(split_path(path)[0]) as reader:
+        return list(reader.cell_arrays())
 
 
 def read_spacing(path) -> tuple[float, float, float]:
     """``SPACING`` (x, y, z) of the first image container, without reading any array."""
-    import h5py
-    file = split_path(path)[0]
-    if not file.is_file():
-        raise ValueError(f"DREAM3D file '{file}' does not exist; check the path.")
-    try:
-        with h5py.File(file, "r") as f:
-            containers = _image_containers(f)
-            if not containers:
-                raise ValueError(f"DREAM3D file '{file}' has no image-geometry data container; export the "
-                                 "structure on an image geometry in DREAM3D.")
-            return tuple(float(s) for s in f["DataContainers"][containers[0]]["_SIMPL_GEOMETRY"]["SPACING"][()])
-    except OSError as error:
-        raise ValueError(f"DREAM3D file '{file}' could not be read as HDF5 ({error}).") from None
+    with _Reader(split_path(path)[0]) as reader:
+        name, group = next(iter(reader.containers().items()))
+        return reader.spacing(name, group)
 
 
 def read_dream3d(path, array: str | None = None) -> tuple[np.ndarray, tuple[float, float, float]]:
     """Read one cell array of an image geometry.
+
+    Only objects stored inside the file are read: external links, soft links, external raw storage and
+    virtual datasets are refused, and an array's declared size is checked against memory before it is read.
 
     Parameters
     ----------
@@ -86,50 +215,64 @@ def read_dream3d(path, array: str | None = None) -> tuple[np.ndarray, tuple[floa
     (volume, spacing)
         ``volume`` (D, H, W) = stored (z, y, x) with the stored values (a trailing single component is dropped;
         a file written by :func:`dream3d_bytes` maps ``Phases`` back to the phase values it recorded), and
-        ``spacing`` (x, y, z) from ``SPACING``.
+        ``spacing`` (x, y, z) from ``SPACING``, positive and finite.
 
     Raises
     ------
     ValueError
-        Missing or unreadable file, no such array (the message lists the arrays there are), or not an image
-        geometry.
+        Missing, unreadable or damaged file, an object outside the file, no such array (the message lists the
+        arrays there are), not an image geometry, or an array too large for memory; one sentence naming it.
     """
-    import h5py
     file, named = split_path(path)
     array = array or named
-    if not file.is_file():
-        raise ValueError(f"DREAM3D file '{file}' does not exist; check the path.")
-    try:
-        f = h5py.File(file, "r")
-    except OSError as error:
-        raise ValueError(f"DREAM3D file '{file}' could not be read as HDF5 ({error}).") from None
-    with f:
-        containers = _image_containers(f)
-        if not containers:
-            raise ValueError(f"DREAM3D file '{file}' has no image-geometry data container; export the "
-                             "structure on an image geometry in DREAM3D.")
-        available = _cell_arrays(f)
+    with _Reader(file) as reader:
+        available = reader.cell_arrays()
         if array is None:
             array = next((a for a in available if a.endswith("/CellData/Phases")), None)
             if array is None:
-                raise ValueError(f"DREAM3D file '{file}' has no Phases array; choose one with --dream3d-array "
-                                 f"(arrays: {', '.join(available) or 'none'}).")
+                raise reader.refuse("has no Phases array",
+                                    f"choose one with --dream3d-array (arrays: {', '.join(available) or 'none'})")
         if array not in available:
-            raise ValueError(f"DREAM3D file '{file}' has no cell array '{array}'; arrays: "
-                             f"{', '.join(available) or 'none'}.")
-        dataset = f["DataContainers"][array]
-        volume = np.asarray(dataset[()])
+            raise reader.refuse(f"has no cell array '{array}'", f"arrays: {', '.join(available) or 'none'}")
         container = array.split("/")[0]
-        spacing = tuple(float(s) for s in f["DataContainers"][container]["_SIMPL_GEOMETRY"]["SPACING"][()])
-        provenance = dataset.attrs.get(PROVENANCE_ATTRIBUTE)
+        spacing = reader.spacing(container, reader.containers()[container])
+        dataset = reader.dataset(reader.child(available[array], array.split("/")[-1]), array)
+        try:
+            provenance = dataset.attrs.get(PROVENANCE_ATTRIBUTE)
+        except (OSError, RuntimeError, ValueError, TypeError) as error:
+            raise reader.refuse(f"has a damaged '{PROVENANCE_ATTRIBUTE}' attribute on '{array}' ({error})",
+                                "export the structure again") from None
+        volume = reader.read(dataset, array)
+        phase_values = None if provenance is None else _provenance_phase_values(provenance, reader, array)
     if volume.ndim == 4 and volume.shape[-1] == 1:
         volume = volume[..., 0]
-    if provenance is not None:   # our own file: Phases = phase index + 1 -> the model's phase values
-        values = np.asarray(json.loads(provenance)["phase_values"])
-        lookup = np.zeros(max(len(values), int(volume.max(initial=0))) + 1, dtype=values.dtype)
-        lookup[1:len(values) + 1] = values
-        volume = lookup[volume]
+    if phase_values is not None:   # our own file: Phases = phase index + 1 -> the model's phase values
+        if volume.dtype.kind not in "iu" or (volume.size and (volume.min() < 1 or volume.max() > len(phase_values))):
+            low, high = (volume.min(), volume.max()) if volume.size else (None, None)
+            raise ValueError(f"DREAM3D file '{file}' holds Phases values {low}..{high} in '{array}' where its "
+                             f"SliceGAN provenance lists phases 1..{len(phase_values)}; export the volume again.")
+        volume = phase_values[volume.astype(np.intp) - 1]
     return np.ascontiguousarray(volume), spacing
+
+
+def _provenance_phase_values(text, reader: _Reader, array: str) -> np.ndarray:
+    """The phase values our writer stored on a Phases array, validated (distinct integers, at most 256)."""
+    problem = f"has a damaged '{PROVENANCE_ATTRIBUTE}' attribute on '{array}'"
+    advice = "export the volume again, or delete the attribute in HDFView to read the stored values as they are"
+    try:
+        if isinstance(text, np.ndarray):
+            text = text.item() if text.size == 1 else None
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        document = json.loads(text) if isinstance(text, str) and len(text) < 1_000_000 else None
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        document = None
+    values = document.get("phase_values") if isinstance(document, dict) else None
+    if (not isinstance(values, list) or not 0 < len(values) <= MAX_LABEL_VALUES
+            or not all(isinstance(v, int) and not isinstance(v, bool) and -2**31 <= v < 2**31 for v in values)
+            or len(set(values)) != len(values)):
+        raise reader.refuse(problem, advice)
+    return np.asarray(values, dtype=np.int64)
 
 
 def isotropic_voxel_size(spacing, file="the file") -> float:

@@ -246,6 +246,24 @@ def test_bad_uploads_show_the_data_modules_message(app, tmp_path):
     assert [b for b in app.button if b.label == "Launch training"][0].disabled
 
 
+@pytest.mark.parametrize("attack", ["external raw storage", "external link", "virtual dataset"])
+def test_a_dream3d_upload_pointing_outside_itself_is_refused_and_nothing_outside_is_read(app, attack, tmp_path):
+    from crafted_hdf5 import OutsideFileTrap, crafted_dream3d
+    trap = OutsideFileTrap(tmp_path)
+    try:
+        crafted = crafted_dream3d(tmp_path / "crafted.dream3d", attack, trap.path)
+        trap.arm()
+        use_uploads(open_train(app))
+        app.file_uploader(key="files_0").set_value(("crafted.dream3d", crafted.read_bytes(),
+                                                    "application/octet-stream"))
+        rerun(app)
+        assert "inside the uploaded file" in app.error[0].value and "crafted.dream3d" in app.error[0].value
+        assert not app.image                           # no patch preview
+        assert not trap.opened
+    finally:
+        trap.close()
+
+
 def test_uploads_stay_in_staging_and_bad_run_names_or_launches_leave_nothing(app, runs_dir, monkeypatch):
     use_uploads(open_train(app))
     escaped = f"escaped-{os.getpid()}-{time.time_ns()}.npy"
