@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# One GPU session's runs for issue "Clean structure" (about 9 minutes on one H200; see docs/default-model.md):
+# The runs for a lent GPU machine (about 9 minutes on one H200; see docs/default-model.md):
 #   1. bench/gpu_check.py: the shipped model's CUDA path against the CPU's, and GPU generation times;
 #   2. stopped (SIGTERM: checkpoint, export) after BUDGET_S seconds: the paper-width recipe
 #      (bench/default_model.py), alone on the GPU; with REAL=1 also the cpu preset's defaults on the
-#      real-micrograph cases (bench/real_micrographs.py) beside it. Session 5 ran eleven processes on one GPU and
-#      each got a CPU's speed (docs/default-model.md, "GPU session"): keep it to a few;
+#      real-micrograph cases (bench/real_micrographs.py) beside it. Eleven processes on one GPU each got a
+#      CPU's speed (CHANGELOG.md, "Experiments not shipped"): keep it to a few;
 #   3. bench/gpu_pack.py packs models, configs, events and logs into OUT (15 MiB parts).
 # Inputs (runs/ is not in git): runs/default_data and runs/real_data, copied from STAGE when it holds them.
 # Usage: OUT=dir BUDGET_S=450 [STAGE=.gpu] [REAL=1] [ONLY="paper real_composite"] bash bench/gpu_runs.sh
