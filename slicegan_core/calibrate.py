@@ -170,6 +170,12 @@ def calibrate(model, values=DEFAULT_VALUES, seeds=DEFAULT_SEEDS, tile: int = DEF
     for label, number, least in (("seeds", seeds, 2), ("tile", tile, 16), ("slices_per_axis", slices_per_axis, 1)):
         if isinstance(number, bool) or not isinstance(number, (int, np.integer)) or number < least:
             raise ValueError(f"{label} must be a whole number of at least {least}, got {number!r}.")
+    if hasattr(model, "memory_needed"):    # each sample is one tile^3 volume in memory
+        from .synthetic import check_memory
+        try:
+            check_memory((tile,) * 3, model.memory_needed((tile,) * 3), lambda side: model.memory_needed((side,) * 3))
+        except ValueError as error:
+            raise ValueError(f"tile {tile} is too large to calibrate with: {error} The default tile is 128.") from None
     grids = _value_grids(model, values)
     phases = list(model.phase_values)
     dx = float(model.voxel_size_um or 1.0)
@@ -297,12 +303,60 @@ def calibration_status(model) -> tuple[dict | None, str | None]:
     if not isinstance(calibration, dict) or calibration.get("version") != CALIBRATION_VERSION:
         return None, (f"the model's calibration has another format; recalibrate with: "
                       f"python -m slicegan_core calibrate {where}")
+    problem = calibration_problem(calibration, getattr(model, "attribute_names", None))
+    if problem:
+        return None, (f"the model's calibration is damaged ({problem}); recalibrate with: "
+                      f"python -m slicegan_core calibrate {where}")
     if calibration.get("weights") != weights_fingerprint(model):
         step = (model.info.get("training") or {}).get("steps")
         return calibration, (f"the calibration was measured at step {calibration.get('step')} and the weights "
                              f"have changed since (now step {step}); recalibrate with: "
                              f"python -m slicegan_core calibrate {where}")
     return calibration, None
+
+
+def calibration_problem(calibration: dict, attribute_names=None) -> str | None:
+    """What makes a ``calibration`` section unusable (None when it can be used): checked once, before any
+    curve is read, so a damaged model.json gives one sentence instead of an error deep inside matching."""
+    def numbers(values, allow_none=False) -> bool:
+        return isinstance(values, list) and all(
+            (allow_none and v is None) or (isinstance(v, (int, float)) and not isinstance(v, bool)
+                                           and math.isfinite(v)) for v in values)
+
+    tile = calibration.get("tile")
+    if isinstance(tile, bool) or not isinstance(tile, int) or not 8 <= tile <= 100_000:
+        return f"its tile is {tile!r}, not a side of 8 pixels or more"
+    phases = calibration.get("phases")
+    if not isinstance(phases, list) or not phases or not all(isinstance(p, int) and not isinstance(p, bool)
+                                                             for p in phases):
+        return "it lists no phases"
+    statistics = calibration.get("statistics")
+    if not isinstance(statistics, list) or not statistics or not set(statistics) <= set(STATISTICS):
+        return f"its statistics are {statistics!r}"
+    sweeps = calibration.get("attributes")
+    if not isinstance(sweeps, dict) or not sweeps:
+        return "it has no attributes"
+    if attribute_names is not None and set(sweeps) != set(attribute_names):
+        return f"it calibrates {sorted(sweeps)} but the model has {list(attribute_names)}"
+    for name, sweep in sweeps.items():
+        values = sweep.get("values") if isinstance(sweep, dict) else None
+        if not numbers(values) or not values or any(b <= a for a, b in zip(values, values[1:])):
+            return f"attribute {name!r} has no increasing list of values"
+        others = sweep.get("other_attributes")
+        if not isinstance(others, dict) or not numbers(list(others.values())) or \
+                set(others) != set(sweeps) - {name}:
+            return f"attribute {name!r} has damaged other_attributes"
+        curves = sweep.get("curves")
+        for stat in statistics:
+            per_phase = curves.get(stat) if isinstance(curves, dict) else None
+            if not isinstance(per_phase, dict) or set(per_phase) != {str(p) for p in phases}:
+                return f"attribute {name!r} has no {stat} curve for every phase"
+            for entry in per_phase.values():
+                if not isinstance(entry, dict) or not all(
+                        numbers(entry.get(k), allow_none=True) and len(entry[k]) == len(values)
+                        for k in ("mean", "sd", "q10", "q90", "seed_low", "seed_high")):
+                    return f"attribute {name!r} has a damaged {stat} curve"
+    return None
 
 
 def predict(calibration: dict, attrs: dict[str, float]) -> dict:

@@ -12,6 +12,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from .config import check_voxel_size
+
 
 def _shape(text: str) -> tuple[int, int, int]:
     """'128' -> (128, 128, 128); '128x96x64' -> (128, 96, 64)."""
@@ -187,8 +189,10 @@ def _guard(action) -> int:
     try:
         result = action()
         return int(result or 0)
-    except (ValueError, argparse.ArgumentTypeError, FileNotFoundError, IsADirectoryError, PermissionError,
-            NotADirectoryError) as error:
+    except (ValueError, argparse.ArgumentTypeError, OSError) as error:
+        if isinstance(error, OSError):      # read-only folder, full disk, missing file: one sentence, the path
+            from .storage import os_error_sentence
+            error = os_error_sentence(error, error.filename or "a file", action="use")
         if _first_process():   # under torchrun every process has the same error; one line is enough
             print(f"error: {error}", file=sys.stderr)
         return 2
@@ -251,8 +255,15 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 def cmd_synth(args) -> int:
-    from .export import save_volume
+    from .export import FORMATS, save_volume
+    from .storage import check_writable
     from .synthetic import synthesize
+
+    for option, out in (("--out", args.out), ("--grain-ids", args.grain_ids)):   # both checked before either is written
+        if out is not None:
+            if Path(out).suffix.lower() not in FORMATS:
+                raise ValueError(f"{option} must end in {', '.join(FORMATS)} (got {out!r}).")
+            check_writable(out, f"{out}.json")
 
     try:
         fractions = tuple(float(f) for f in args.fractions.split(","))
@@ -281,6 +292,7 @@ def cmd_train(args) -> int:
             return f"{path}{ARRAY_SEPARATOR}{args.dream3d_array}"
         return path
     specs = [DatasetSpec(paths=tuple(named(p) for p in d.split(",") if p), attrs=a) for d, a in zip(args.data, attrs)]
+    check_voxel_size(args.voxel_size, "--voxel-size")
     if args.voxel_size is None:
         dream3d = [p for spec in specs for p in spec.paths if ".dream3d" in p.lower()]
         if dream3d:
@@ -341,8 +353,7 @@ def cmd_generate(args) -> int:
         raise ValueError(f"--out must end in .zarr, .tif, .npy, .vti or .dream3d (got {args.out!r}).")
     if suffix != ".zarr" and Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a directory; give a file name such as {Path(args.out) / 'volume.tif'}.")
-    if args.voxel_size is not None and not 0 < args.voxel_size < float("inf"):
-        raise ValueError(f"--voxel-size must be a positive number of micrometres (got {args.voxel_size!r}).")
+    check_voxel_size(args.voxel_size, "--voxel-size")
     if suffix in STREAMED:
         return _generate_streamed(args)
     model = load_model(args.model, device=args.device)

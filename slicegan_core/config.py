@@ -253,6 +253,16 @@ PRESETS: dict[str, tuple[dict, dict]] = {
 }
 
 
+def check_voxel_size(value, what: str = "voxel_size_um"):
+    """``value`` (micrometres) if it is None or a finite number > 0, else a ValueError naming ``what``: a voxel
+    size is checked where it enters, so no run or export carries one that generate and info would refuse."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{what} must be a positive, finite number of micrometres (got {value!r}).")
+    return float(value)
+
+
 def preset(name: str, **overrides) -> tuple[dict, dict]:
     """Return (model_fields, train_fields) of a named preset with ``overrides`` applied to either part."""
     if name not in PRESETS:

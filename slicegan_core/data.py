@@ -37,6 +37,7 @@ torch.Size([2, 3, 16, 16])
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,12 +177,21 @@ def _check_declared_size(path: Path, shape, dtype) -> None:
 
 
 def _read_with_pil(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        if image.mode in ("LA", "La"):
-            image = image.convert("L")
-        elif not (image.mode in ("1", "L", "F", "RGB", "RGBA") or image.mode.startswith("I")):
-            image = image.convert("RGB")  # palette, CMYK, YCbCr, ...
-        return np.array(image)
+    # PIL warns of "decompression bombs" above 89 M pixels; the declared size is checked against memory here
+    # instead, and its warning would only add lines to a one-line message.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            _check_declared_size(path, (image.height, image.width, len(image.getbands())), np.uint8)
+            return _pil_array(image)
+
+
+def _pil_array(image) -> np.ndarray:
+    if image.mode in ("LA", "La"):
+        image = image.convert("L")
+    elif not (image.mode in ("1", "L", "F", "RGB", "RGBA") or image.mode.startswith("I")):
+        image = image.convert("RGB")  # palette, CMYK, YCbCr, ...
+    return np.array(image)
 
 
 class TrainingData:

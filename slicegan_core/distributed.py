@@ -203,9 +203,10 @@ def launcher_pid() -> int:
 
 
 def torchrun_command(processes: int, arguments: list[str]) -> list[str]:
-    """``python -m torch.distributed.run`` (no PATH lookup for ``torchrun``) starting ``processes`` ranks of
+    """``python -m slicegan_core.launch`` (torch.distributed.run with one-line failures; no PATH lookup for
+    ``torchrun``) starting ``processes`` ranks of
     ``python -m slicegan_core ARGUMENTS`` on this machine (a standalone rendezvous on a free port)."""
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={int(processes)}",
+    return [sys.executable, "-m", "slicegan_core.launch", "--standalone", f"--nproc-per-node={int(processes)}",
             f"--shutdown-timeout={SHUTDOWN_TIMEOUT_S}", "-m", "slicegan_core", *arguments]
 
 

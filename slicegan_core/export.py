@@ -16,7 +16,7 @@ import numpy as np
 import tifffile
 
 from . import __version__
-from .storage import atomic_write_bytes, atomic_write_text
+from .storage import atomic_write_bytes, atomic_write_text, check_writable
 
 FORMATS = (".tif", ".tiff", ".npy", ".vti", ".dream3d")
 
@@ -80,10 +80,11 @@ def save_volume(path: str | Path, volume: np.ndarray, voxel_size_um: float | Non
     phase_values = [p["value"] for p in (provenance or {}).get("phases") or []] or None
     data = volume_bytes(volume, path.suffix, voxel_size_um, phase_values=phase_values,
                         provenance={k: v for k, v in (provenance or {}).items() if k in ("model_name", "attrs", "seed")})
-    if not path.parent.exists():
-        raise ValueError(f"Output folder {path.parent} does not exist; create it or choose another path.")
+    extras = sidecar_files(path, volume, voxel_size_um)
+    # Every target checked before the first is written, so a sidecar that cannot be written leaves no volume.
+    check_writable(path, path.with_name(path.name + ".json"), *(path.with_name(name) for name in extras))
     atomic_write_bytes(path, data)
-    for name, extra in sidecar_files(path, volume, voxel_size_um).items():
+    for name, extra in extras.items():
         atomic_write_bytes(path.with_name(name), extra)
     write_sidecar(path, volume.shape, volume.dtype, voxel_size_um, provenance)
     return path

@@ -379,15 +379,17 @@ def read_events(run_dir: str | Path, last: int | None = None) -> list[dict]:
     path = Path(run_dir) / "events.jsonl"
     if not path.is_file():
         return []
-    lines = path.read_text().splitlines()
+    lines = path.read_text(errors="replace").splitlines()
     if last is not None:
         lines = lines[-(last + 1):]
     events = []
     for line in lines:
         try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError:
+            event = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             continue
+        if isinstance(event, dict):    # a line that is not an object is damage, not an event
+            events.append(event)
     return events[-last:] if last else events
 
 
@@ -466,10 +468,12 @@ def _shown(text: str, limit: int = 60) -> str:
 
 
 def _read_json(path: Path) -> dict:
+    """A JSON object file written by the trainer or the launcher; {} when absent or damaged."""
     try:
-        return json.loads(path.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        document = json.loads(path.read_text(errors="replace"))
+    except (OSError, json.JSONDecodeError, RecursionError):
         return {}
+    return document if isinstance(document, dict) else {}
 
 
 def _process_alive(pid: int, started_by: float | None = None) -> bool:

@@ -14,7 +14,7 @@ import torch
 
 from . import __version__
 from .config import ModelConfig, from_dict, to_dict
-from .storage import atomic_write_text, load_tensors, save_tensors
+from .storage import atomic_write_text, load_meta, load_tensors, save_tensors
 
 MODEL_FORMAT = 1
 WEIGHTS_FILE = "model.safetensors"
@@ -85,6 +85,8 @@ def read_model(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
         info = json.loads(info_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{info_path} is not valid JSON ({error}).") from None
+    except RecursionError:
+        raise ValueError(f"{info_path} is nested too deeply to be a model card; re-export the model.") from None
     if not isinstance(info, dict):
         raise ValueError(f"{info_path} holds a JSON {type(info).__name__}, not a model card; re-export the model.")
     if info.get("format_version") != MODEL_FORMAT:
@@ -97,7 +99,19 @@ def read_model(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
     problem = _card_problem(info, config)
     if problem:
         raise ValueError(f"{info_path} is damaged: {problem}.")
+    load_meta(weights_path)                      # a header that fits its file, before anything else is read
+    try:
+        problem = _weights_problem(weights_path, config)
+    except Exception as error:  # safetensors raises its own types for a damaged header
+        problem = f"it could not be read ({error})"
+    if problem:
+        raise ValueError(f"The weights do not match the architecture in model.json ({weights_path}: {problem}); "
+                         "re-export the model.")
     weights, _ = load_tensors(weights_path)
+    bad = [name for name, tensor in weights.items() if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if bad:
+        raise ValueError(f"{weights_path} holds NaN or infinite weights ({bad[0]}{' and others' if len(bad) > 1 else ''}); "
+                         "the training run diverged: resume from an earlier checkpoint or train again.")
     return config, weights, info
 
 
@@ -106,9 +120,14 @@ def _card_problem(info: dict, config: ModelConfig) -> str | None:
     phases = info.get("phases", [])
     if not isinstance(phases, list) or not all(
             isinstance(p, dict) and isinstance(p.get("value"), int) and not isinstance(p.get("value"), bool)
+            and 0 <= p["value"] < 2**31
             and isinstance(p.get("name", ""), str) and isinstance(p.get("colour", "#000000"), str)
             for p in phases):
-        return "'phases' must be a list of {\"value\": integer, \"name\": text, \"colour\": \"#RRGGBB\"}"
+        return ("'phases' must be a list of {\"value\": integer from 0 to 2^31 - 1, \"name\": text, "
+                "\"colour\": \"#RRGGBB\"}")
+    values = [p["value"] for p in phases]
+    if len(set(values)) != len(values):
+        return f"'phases' repeats a value ({values})"
     if config.image_type == "n-phase" and phases and len(phases) != config.n_channels:
         return f"'phases' lists {len(phases)} phases but the architecture has {config.n_channels} channels"
     attributes = info.get("attributes", {})
@@ -118,6 +137,29 @@ def _card_problem(info: dict, config: ModelConfig) -> str | None:
             for a in attributes.values()):
         return "'attributes' must map each name to {\"trained_values\": [numbers], \"range\": [low, high]}"
     voxel = info.get("voxel_size_um")
-    if voxel is not None and (isinstance(voxel, bool) or not isinstance(voxel, (int, float)) or not voxel > 0):
+    if voxel is not None and (isinstance(voxel, bool) or not isinstance(voxel, (int, float))
+                              or not 0 < voxel < float("inf")):
         return f"'voxel_size_um' must be a positive number or null (got {voxel!r})"
+    for key in ("training", "training_data", "metrics"):
+        if not isinstance(info.get(key, {}), dict):
+            return f"'{key}' must be a JSON object (got a {type(info[key]).__name__})"
+    return None
+
+
+def _weights_problem(weights_path: Path, config: ModelConfig) -> str | None:
+    """Whether the weights file's tensors (names and shapes, from its header) are the ones ``config``'s
+    generator has: checked on the meta device, so an absurd architecture allocates nothing."""
+    from safetensors import safe_open
+    from .networks import Generator
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in Generator(config).state_dict().items()}
+    with safe_open(str(weights_path), "pt") as f:
+        stored = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    if set(stored) != set(expected):
+        missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+        return f"it does not hold this architecture's tensors (missing {missing[:3]}, unexpected {extra[:3]})"
+    wrong = [name for name in expected if stored[name] != expected[name]]
+    if wrong:
+        return (f"its tensor {wrong[0]} has shape {list(stored[wrong[0]])} where the architecture in model.json "
+                f"needs {list(expected[wrong[0]])}")
     return None

@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
+from .config import check_voxel_size
 from .export import provenance, write_sidecar
+from .storage import check_writable, os_error_sentence, temporary_beside
 
 STREAMED = (".zarr", ".tif", ".tiff", ".npy")
 SLAB_BYTES = 512 * 2**20          # the most one TIFF/.npy slab may hold (axis 0 tiles get thinner to fit)
@@ -66,9 +67,7 @@ def generate_to(model, path: str | Path, attrs: dict[str, float] | None = None, 
     """
     from .distributed import current
 
-    if voxel_size_um is not None and (isinstance(voxel_size_um, bool) or not isinstance(voxel_size_um, (int, float))
-                                      or not 0 < voxel_size_um < float("inf")):
-        raise ValueError(f"voxel_size_um must be a positive number of micrometres (got {voxel_size_um!r}).")
+    check_voxel_size(voxel_size_um)
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in STREAMED:
@@ -84,6 +83,7 @@ def generate_to(model, path: str | Path, attrs: dict[str, float] | None = None, 
         _check_zarr_target(path)
     elif path.is_dir():
         raise ValueError(f"{path} is a directory; give a file name such as {path / ('volume' + suffix)}.")
+    check_writable(path.with_name(path.name + ".json"))     # the sidecar's place, before any voxel is made
     slab_bytes = None if suffix == ".zarr" else SLAB_BYTES
     tiles = model.generate_tiles(attrs, seed=seed, shape=shape, periodic=periodic,
                                  max_tile_voxels=max_tile_voxels, slab_bytes=slab_bytes,
@@ -95,9 +95,11 @@ def generate_to(model, path: str | Path, attrs: dict[str, float] | None = None, 
     else:
         nbytes = tiles.dtype.itemsize * int(np.prod(tiles.shape)) * (3 if tiles.colour else 1)
         free = shutil.disk_usage(path.parent).free
-        if nbytes + 2**26 > free:
-            raise ValueError(f"The {'x'.join(map(str, tiles.shape))} volume takes {nbytes / 2**30:.1f} GiB on disk but "
-                             f"{path.parent} has {free / 2**30:.1f} GiB free; choose another folder or a .zarr "
+        # Headers and the sidecar take kilobytes; the margin grows with the file, so a small volume fits a
+        # nearly full disk and a large one leaves the disk some room.
+        if nbytes + 2**20 + nbytes // 100 > free:
+            raise ValueError(f"The {'x'.join(map(str, tiles.shape))} volume takes {_size(nbytes)} on disk but "
+                             f"{path.parent} has {_size(free)} free; choose another folder or a .zarr "
                              "(compressed).")
         if suffix == ".npy":
             fmt = _atomic_file(path, lambda file: _write_npy(file, tiles))
@@ -163,20 +165,20 @@ def _write_tiff(file: str, tiles, voxel_size_um: float | None, ome: bool) -> str
 
 def _atomic_file(path: Path, write) -> str:
     """``write(temporary_path)`` beside ``path``, fsync, rename; the temporary file is removed on any failure."""
-    handle, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)      # mkstemp makes 0600; exports are readable like any file
+    with temporary_beside(path) as tmp:
         fmt = write(tmp)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        return fmt
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return fmt
+
+
+def _size(nbytes: int) -> str:
+    """Bytes as people read them: '4.0 KB', '12.3 MB', '1.5 GiB'."""
+    for unit, scale in (("GiB", 2**30), ("MB", 10**6), ("KB", 10**3)):
+        if nbytes >= scale:
+            return f"{nbytes / scale:.1f} {unit}"
+    return f"{nbytes} bytes"
 
 
 # ---- OME-Zarr ------------------------------------------------------------------------------------------------
@@ -227,6 +229,15 @@ def _write_zarr(path: Path, tiles, voxel_size_um, record: dict, ranks) -> str:
     def create():
         if partial.exists():                     # left by a killed run of the same command
             shutil.rmtree(partial)
+        try:
+            start_store()
+        except BaseException as error:           # a full disk while creating: nothing half-made is left
+            shutil.rmtree(partial, ignore_errors=True)
+            if isinstance(error, OSError):
+                raise ValueError(os_error_sentence(error, path)) from None
+            raise
+
+    def start_store():
         root = zarr.open_group(str(partial), mode="w", zarr_format=2)
         root.create_array("0", shape=(*colour, *tiles.shape), chunks=(*colour, *chunks), dtype=tiles.dtype,
                           fill_value=0, chunk_key_encoding={"name": "v2", "separator": "/"},
@@ -248,6 +259,8 @@ def _write_zarr(path: Path, tiles, voxel_size_um, record: dict, ranks) -> str:
     if ranks.any(error is not None, torch.device("cpu")):
         if ranks.main:
             shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(error, OSError):
+            raise ValueError(os_error_sentence(error, path)) from None
         if error is not None:
             raise error
         raise ValueError(f"Another process failed while writing {path}; nothing was kept.")

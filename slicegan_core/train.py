@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from . import __version__
-from .config import ModelConfig, TrainConfig, from_dict, preset, to_dict
+from .config import ModelConfig, TrainConfig, check_voxel_size, from_dict, preset, to_dict
 from .data import DatasetSpec, TrainingData, load_training_data
 from . import distributed
 from .distributed import BatchShare, Ranks
@@ -362,7 +362,17 @@ class Run:
         self.set_status("running")
 
     def restore(self):
-        tensors, meta = load_tensors(self.dir / "checkpoint.safetensors")
+        """Load checkpoint.safetensors into this run; a ValueError naming the file if any part is damaged
+        (nothing on disk is changed here)."""
+        path = self.dir / "checkpoint.safetensors"
+        tensors, meta = load_tensors(path)
+        try:
+            self._load_state(tensors, meta)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError, OverflowError) as error:
+            raise ValueError(f"{path} is damaged ({type(error).__name__}: {str(error)[:200]}); restore it from a "
+                             "backup, or start a new run with train.") from None
+
+    def _load_state(self, tensors: dict, meta: dict):
         self.G.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("G.")})
         self.critics.load_state_dict({k[2:]: v for k, v in tensors.items() if k.startswith("D.")})
         if self.G_average is not self.G:
@@ -376,9 +386,12 @@ class Run:
                 group["lr"] = lr
         self.torch_rng.set_state(tensors["rng.torch"])
         self.rng.bit_generator.state = meta["rng_numpy"]
-        self.step, self.elapsed_before = meta["step"], meta["elapsed_s"]
-        if self.ranks.main:
-            _truncate_events(self.dir / "events.jsonl", self.step)
+        step, elapsed = meta["step"], meta["elapsed_s"]
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise ValueError(f"its step is {step!r}, not a whole number of 0 or more")
+        if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not math.isfinite(elapsed):
+            raise ValueError(f"its elapsed time is {elapsed!r}")
+        self.step, self.elapsed_before = step, float(elapsed)
 
     def export_model(self, directory: Path):
         data, mc = self.data, self.model_config
@@ -468,24 +481,31 @@ def _calibration_of(directory: Path) -> dict | None:
 def _last_event(path: Path) -> dict:
     if not path.is_file():
         return {}
-    lines = path.read_text().strip().splitlines()
-    return json.loads(lines[-1]) if lines else {}
+    events = [e for e in map(_event, path.read_text(errors="replace").splitlines()) if e is not None]
+    return events[-1] if events else {}
 
 
 def _truncate_events(path: Path, step: int):
     """Drop log lines written after the checkpoint we resume from, so the curve has no duplicate steps."""
     if path.is_file():
-        kept = [line for line in path.read_text().splitlines()
-                if (_event(line) or {}).get("step", step + 1) <= step]
+        kept = [line for line in path.read_text(errors="replace").splitlines()
+                if _event_step(line) is not None and _event_step(line) <= step]
         atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
+def _event_step(line: str) -> int | None:
+    step = (_event(line) or {}).get("step")
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
 def _event(line: str) -> dict | None:
-    """One events.jsonl line, or None for a line cut short by a kill in the middle of its write."""
+    """One events.jsonl line, or None for a line cut short by a kill in the middle of its write (or any line
+    that is not a JSON object)."""
     try:
-        return json.loads(line)
-    except json.JSONDecodeError:
+        event = json.loads(line)
+    except (json.JSONDecodeError, RecursionError):
         return None
+    return event if isinstance(event, dict) else None
 
 
 # ---- public entry points ------------------------------------------------------------------------------
@@ -515,6 +535,7 @@ def train(datasets, run_dir, preset_name: str = "cpu", image_type: str = "n-phas
 def _train(ranks: Ranks, datasets, run_dir: Path, preset_name, image_type, voxel_size_um, model_info, calibrate,
            overrides) -> Path:
     datasets = [d if isinstance(d, DatasetSpec) else DatasetSpec(**d) for d in datasets]
+    voxel_size_um = check_voxel_size(voxel_size_um)
     model_fields, train_fields = preset(preset_name, **overrides)
     # Validate the data before anything is written, so a bad file leaves no half-made run behind.
     data = load_training_data(datasets, image_type=image_type, patch_size=model_fields["patch_size"])
@@ -572,9 +593,11 @@ def resume(run_dir, steps: int | None = None, **changes) -> Path:
             return config
 
         config = ranks.from_main(claim)
-        run = built.get("run") or Run(run_dir, config)
-        if (run_dir / "checkpoint.safetensors").is_file():
-            run.restore()
+        run = built.get("run")
+        if run is None:        # the other processes: rank 0 has checked the run directory
+            run = Run(run_dir, config)
+            if (run_dir / "checkpoint.safetensors").is_file():
+                run.restore()
         return _execute(run)
 
 
@@ -588,8 +611,9 @@ def _claim_for_resume(run_dir: Path, steps, changes: dict, held: contextlib.Exit
             raise ValueError(f"resume can change training settings only; {key!r} is not one "
                              f"(the architecture is fixed by the checkpoint).")
     held.enter_context(_RunLock(run_dir))
-    remove_temp_files(run_dir)          # left by a process killed in the middle of an atomic write
     config = read_run_config(run_dir)
+    has_checkpoint = _check_resumable(run_dir)
+    remove_temp_files(run_dir)          # left by a process killed in the middle of an atomic write
     reached = checkpoint_step(run_dir)
     if steps is not None:
         if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)):
@@ -606,9 +630,29 @@ def _claim_for_resume(run_dir: Path, steps, changes: dict, held: contextlib.Exit
         config["train"].update(changes)
         config.setdefault("history", []).append({"at_step": reached, "changed": changes})
     run = Run(run_dir, config)
+    if has_checkpoint:
+        run.restore()                   # every check passes before anything in the run is changed
     if changes:
         atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
+    _truncate_events(run_dir / "events.jsonl", run.step)
     return run, config
+
+
+def _check_resumable(run_dir: Path) -> bool:
+    """Whether the run has a checkpoint to continue from; a ValueError naming what to do when its state would
+    make a resume lose work: a trained model without a checkpoint, or run files that are not files."""
+    checkpoint, events, model = (run_dir / "checkpoint.safetensors", run_dir / "events.jsonl",
+                                 run_dir / "model" / "model.json")
+    for path in (checkpoint, events, run_dir / "model" / "model.safetensors", model):
+        if path.exists() and not path.is_file():
+            raise ValueError(f"{path} is not a file; move it away (or restore the run's file) and resume again.")
+    if checkpoint.is_file():
+        return True
+    if model.is_file() or (run_dir / "model" / "model.safetensors").is_file():
+        raise ValueError(f"{checkpoint} is missing but the run has a trained model in {run_dir / 'model'}; "
+                         "resuming would start again from step 0 and overwrite it, so restore the checkpoint, or "
+                         "start a new run with train (the model stays usable with generate).")
+    return False
 
 
 def read_run_config(run_dir) -> dict:
@@ -656,7 +700,13 @@ def resolve_bf16(setting: bool | None, device: torch.device) -> bool:
 def checkpoint_step(run_dir) -> int:
     """Generator step of the run's last checkpoint (0 before the first one)."""
     path = Path(run_dir) / "checkpoint.safetensors"
-    return int(load_meta(path)["step"]) if path.is_file() else 0
+    if not path.is_file():
+        return 0
+    step = load_meta(path).get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise ValueError(f"{path} is damaged: its step is {step!r}, not a whole number of 0 or more; restore it from "
+                         "a backup, or start a new run with train.")
+    return step
 
 
 def _execute(run: Run) -> Path:

@@ -82,6 +82,8 @@ CASES = [
     # train: data files
     ("two-values-per-voxel", ["train", "--data", "{files}/two_channels.npy", "--preset", "tiny",
                               "--run-dir", "{tmp}/run"], "(48, 48, 48, 2)"),
+    ("two-processes-bad-data", ["train", "--nproc", "2", "--data", "{files}/two_channels.npy", "--preset", "tiny",
+                                "--run-dir", "{tmp}/run"], "(48, 48, 48, 2)"),    # caught after torchrun started
     ("five-dimensions", ["train", "--data", "{files}/five_d.npy", "--preset", "tiny", "--run-dir", "{tmp}/run"],
      "5 dimensions"),
     ("pickled-objects", ["train", "--data", "{files}/objects.npy", "--preset", "tiny", "--run-dir", "{tmp}/run"],

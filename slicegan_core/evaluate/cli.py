@@ -45,6 +45,12 @@ def evaluate_main(argv=None) -> int:
     real, generated = load_labels(args.real, "--real"), load_labels(args.generated, "--generated")
     if args.phases is None:
         _check_shared_phases(real, generated)
+    else:
+        present = set(np.unique(real).tolist()) | set(np.unique(generated).tolist())
+        absent = [p for p in _phase_list(args.phases) if p not in present]
+        if absent:
+            raise ValueError(f"--phases {args.phases} names {absent}, which neither volume holds (values present: "
+                             f"{sorted(present)}); choose phases that are in at least one of them.")
     report = compare(real, generated, phases=_phase_list(args.phases), voxel_size=args.voxel_size,
                      tortuosity_factor=args.tortuosity, n_slices=args.slices, seed=args.seed,
                      progress=not args.quiet)
