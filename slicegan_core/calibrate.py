@@ -289,6 +289,8 @@ def calibrate_model_dir(model_dir, progress: bool = True, **options) -> dict:
     from .generate import load_model
 
     model = load_model(model_dir)
+    from .storage import check_writable
+    check_writable(Path(model.path) / "model.json")     # before minutes of measuring, not after
     calibration = calibrate(model, progress=progress, **options)
     save_calibration(model.path, calibration)
     return calibration

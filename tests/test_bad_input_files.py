@@ -232,3 +232,14 @@ def test_os_errors_become_one_sentence_naming_the_path():
     error = OSError(errno.EROFS, "Read-only file system", "/data/v.npy")
     assert storage.os_error_sentence(error, "/data/v.npy") == \
         "Could not write /data/v.npy: the file system is read-only; choose a writable folder."
+
+
+def test_calibrate_into_a_read_only_model_folder_is_refused_before_measuring(trained_run, tmp_path, capsys,
+                                                                             monkeypatch):
+    model = changed_model(trained_run / "model", tmp_path / "model")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if Path(path) == model
+                        else real_access(path, mode, **kw))
+    monkeypatch.setattr("slicegan_core.calibrate.calibrate", None)      # measuring anything would fail
+    assert run_cli(["calibrate", model]) == 2
+    one_error(capsys, "read-only", "model.json")
