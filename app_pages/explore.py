@@ -21,7 +21,7 @@ import streamlit as st
 from plotly.subplots import make_subplots
 from stpyvista import stpyvista
 
-from slicegan_core import jobs, load_model, scene, synthesize
+from slicegan_core import fidelity, jobs, load_model, scene, synthesize
 from slicegan_core.data import load_image
 from slicegan_core.calibrate import STATISTIC_LABELS, calibration_status, describe_value
 from slicegan_core.export import provenance, save_volume, sidecar_files
@@ -232,6 +232,14 @@ with sidebar.expander(f"Model card: {model.image_type}, {card_title}"):
     if jobs.model_recipe(model_path, info):
         lines.append("Synthetic recipe known: the truth is shown under Grain statistics.")
     st.markdown("\n".join(line if line.startswith("- ") else line + "  " for line in lines))
+
+level, verdict_text = fidelity.banner(info.get("verdict"))   # before anything is generated or exported
+if level == "fail":
+    st.warning(verdict_text, icon=":material/report:")
+elif level == "pass":
+    st.caption(f":material/verified: {verdict_text}")
+elif not jobs.model_recipe(model_path, info):           # the default model is judged by its own report
+    st.caption(verdict_text)
 
 sidebar.subheader("Structure")
 

@@ -231,6 +231,36 @@ def curves(events: list[dict]) -> go.Figure:
     return figure
 
 
+FIDELITY_LABELS = {"vf": "area fraction", "mean_chord": "mean chord (px)", "perimeter": "perimeter per area",
+                   "islands": "small islands per million", "s2": "largest |ΔS2|"}
+
+
+def fidelity_curves(series: list[dict]) -> go.Figure:
+    """One panel per statistic: the generated value of each phase against step (first dataset), the training
+    image's value as a dashed line of the same colour (S2: the difference, against 0)."""
+    from plotly.subplots import make_subplots
+    names = list(FIDELITY_LABELS)
+    figure = make_subplots(rows=1, cols=len(names), subplot_titles=[FIDELITY_LABELS[n] for n in names])
+    steps = [e["step"] for e in series]
+    keys = list(series[-1]["datasets"][0]["values"])
+    phases = sorted({k.split("/")[1] for k in keys}, key=int)
+    colours = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
+    for col, name in enumerate(names, start=1):
+        for i, phase in enumerate(phases):
+            key, colour = f"{name}/{phase}", colours[i % len(colours)]
+            values = [e["datasets"][0]["values"].get(key, [None, None]) for e in series]
+            figure.add_trace(go.Scatter(x=steps, y=[v[0] for v in values], mode="lines+markers", line={"color": colour},
+                                        name=f"phase {phase}", legendgroup=phase, showlegend=col == 1), 1, col)
+            figure.add_trace(go.Scatter(x=steps, y=[v[1] for v in values], mode="lines", showlegend=False,
+                                        line={"color": colour, "dash": "dash"}, legendgroup=phase), 1, col)
+        if name == "islands":
+            figure.update_yaxes(type="log", row=1, col=col)
+    figure.update_layout(height=260, margin={"l": 10, "r": 10, "t": 30, "b": 10},
+                         legend={"orientation": "h", "y": -0.25})
+    figure.update_annotations(font_size=12)
+    return figure
+
+
 @st.fragment(run_every=2 if was_active else None)
 def monitor(run_dir: Path):
     """Status, controls, curves and samples of one run; polls the run directory while it is active."""
@@ -283,6 +313,13 @@ def monitor(run_dir: Path):
                      width="stretch")
         if not samples:
             st.caption("Sample slices appear at the first checkpoint.")
+    series = jobs.read_fidelity(run_dir)
+    if series:
+        latest = series[-1]
+        verdict = "within every tolerance" if latest["pass"] else "outside tolerance"
+        st.markdown(f"**Fidelity** at step {latest['step']}: distance {latest['distance']}, {verdict}. Solid: "
+                    "generated slices; dashed: the training image (docs/fidelity.md says what is measured).")
+        st.plotly_chart(fidelity_curves(series), key="fidelity")
     with st.expander("Log"):
         st.code(jobs.log_tail(run_dir, lines=30) or "(empty)", language=None)
 

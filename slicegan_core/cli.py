@@ -135,6 +135,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="show a model's card")
     p.add_argument("model", nargs="?", default="default", help="model directory or shipped model name")
 
+    p = sub.add_parser("verdict", help="measure a model against its training images (fidelity verdict); store it "
+                                       "in the model's model.json")
+    p.add_argument("model", help="model directory or shipped model name")
+    p.add_argument("--data", action="append", required=True, metavar="PATH[,PATH,PATH]",
+                   help="a training image or stack (or three views), as given to train; repeat per dataset")
+    p.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE[,...]",
+                   help="attribute values of each --data, in the same order (e.g. alpha=0.35)")
+    p.add_argument("--seeds", type=int, default=2, help="generated volumes per dataset (default 2)")
+    p.add_argument("--no-write", action="store_true", help="print the verdict only; leave model.json as it is")
+
     p = sub.add_parser("calibrate", help="measure how each attribute changes 2D-slice statistics; store it in "
                                          "the model's model.json (needed by match)")
     p.add_argument("model", nargs="?", default="default", help="model directory or shipped model name")
@@ -401,7 +411,35 @@ def cmd_info(args) -> int:
             "voxel_size_um": model.voxel_size_um, "patch_size": model.config.patch_size,
             "training": model.info.get("training", {}).get("steps"),
             "training_wall_time_s": model.info.get("training", {}).get("wall_time_s")}
+    from .fidelity import banner
+    level, text = banner(model.info.get("verdict"))
+    card["verdict"] = {"result": level, "summary": text}
     print(json.dumps(card, indent=2))
+    return 0
+
+
+def cmd_verdict(args) -> int:
+    from .data import DatasetSpec
+    from .fidelity import verdict, summary_line
+
+    if args.attr and len(args.attr) != len(args.data):
+        raise ValueError(f"Give one --attr per --data (got {len(args.data)} --data and {len(args.attr)} --attr).")
+    if isinstance(args.seeds, bool) or args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1 (got {args.seeds}).")
+    attrs = [_attrs(a) for a in args.attr] if args.attr else [{} for _ in args.data]
+    specs = [DatasetSpec(paths=tuple(p for p in d.split(",") if p), attrs=a) for d, a in zip(args.data, attrs)]
+    card = verdict(args.model, specs, seeds=args.seeds, write=not args.no_write)
+    for dataset in card["datasets"]:
+        label = ", ".join(f"{k} = {v:g}" for k, v in dataset["attrs"].items()) or "data"
+        print(f"{label}: distance {dataset['distance']}, {'pass' if dataset['pass'] else 'FAIL'}")
+        print(f"  {'phase':>5} {'statistic':<11} {'training':>10} {'generated':>10}  error/tolerance")
+        for phase, row in dataset["phases"].items():
+            for name, entry in row.items():
+                ref = entry.get("training", "")
+                gen = entry.get("generated", entry.get("max_abs_difference", ""))
+                print(f"  {phase:>5} {name:<11} {ref if ref is not None else '-':>10} {gen if gen is not None else '-':>10}"
+                      f"  {entry.get('error_over_tolerance', '')} {'ok' if entry['pass'] else 'FAIL'}")
+    print(summary_line(card) + ("" if args.no_write else " (written to model.json)"))
     return 0
 
 
@@ -438,4 +476,4 @@ def cmd_match(args) -> int:
 
 
 COMMANDS = {"synth": cmd_synth, "train": cmd_train, "resume": cmd_resume, "generate": cmd_generate,
-            "info": cmd_info, "calibrate": cmd_calibrate, "match": cmd_match}
+            "info": cmd_info, "calibrate": cmd_calibrate, "match": cmd_match, "verdict": cmd_verdict}

@@ -200,6 +200,9 @@ class TrainConfig:
     island_temperature: float = 1.0
     checkpoint_every: int = 200               # generator steps
     log_every: int = 10
+    # Generated volumes per dataset for the fidelity verdict at every checkpoint (slicegan_core.fidelity);
+    # 0 = no verdict. Two patch-size volumes cost about as much as one or two training steps.
+    fidelity_seeds: int = 2
     seed: int = 0
     device: str = "auto"                      # "auto" | "cpu" | "cuda"
     threads: int = 0                          # torch CPU threads; 0 = torch's default
@@ -216,7 +219,7 @@ class TrainConfig:
             _check_range(name, getattr(self, name), 0, low_open=True)
         for name in ("beta1", "beta2", "ema_decay"):
             _check_range(name, getattr(self, name), 0, 1, high_open=True)
-        for name in ("gp_lambda", "attr_jitter", "island_penalty", "threads"):
+        for name in ("gp_lambda", "attr_jitter", "island_penalty", "threads", "fidelity_seeds"):
             _check_range(name, getattr(self, name), 0)
         if self.island_penalty_high is not None:
             _check_range("island_penalty_high", self.island_penalty_high, 0)

@@ -393,6 +393,23 @@ def read_events(run_dir: str | Path, last: int | None = None) -> list[dict]:
     return events[-last:] if last else events
 
 
+def read_fidelity(run_dir: str | Path) -> list[dict]:
+    """The run's fidelity series (``fidelity.jsonl``, one entry per checkpoint; see
+    :func:`slicegan_core.fidelity.series_event`), oldest first; damaged lines are skipped."""
+    path = Path(run_dir) / "fidelity.jsonl"
+    if not path.is_file():
+        return []
+    series = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            continue
+        if isinstance(event, dict) and isinstance(event.get("datasets"), list):
+            series.append(event)
+    return series
+
+
 def log_tail(run_dir: str | Path, lines: int = 20) -> str:
     """The last ``lines`` lines of the run's ``train.log`` ('' when there is none)."""
     path = Path(run_dir) / LOG_FILE

@@ -115,6 +115,17 @@ def read_model(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
     return config, weights, info
 
 
+def update_info(directory: str | Path, **fields) -> Path:
+    """Set ``fields`` in ``directory/model.json`` (atomically; the weights are not touched)."""
+    path = Path(directory) / INFO_FILE
+    if not path.is_file():
+        raise ValueError(f"{directory} has no {INFO_FILE}; pass a model directory.")
+    info = json.loads(path.read_text())
+    info.update(fields)
+    atomic_write_text(path, json.dumps(info, indent=2))
+    return path
+
+
 def _card_problem(info: dict, config: ModelConfig) -> str | None:
     """What is wrong with the fields of model.json that the library reads besides the architecture."""
     phases = info.get("phases", [])

@@ -32,7 +32,7 @@ from PIL import Image
 from . import __version__
 from .config import ModelConfig, TrainConfig, check_voxel_size, from_dict, preset, to_dict
 from .data import DatasetSpec, TrainingData, load_training_data
-from . import distributed
+from . import distributed, fidelity
 from .distributed import BatchShare, Ranks
 from .generate import cpu_has_fast_bf16, pick_device
 from .modelfile import default_phases, save_model
@@ -357,6 +357,7 @@ class Run:
                 "config": self.config, "processes": self.ranks.size, "opt_g": opt_g_meta, "opt_d": opt_d_meta,
                 "rng_numpy": self.rng.bit_generator.state}
         save_tensors(self.dir / "checkpoint.safetensors", tensors, meta)
+        self.measure_fidelity()
         self.export_model(self.dir / "model")
         self.write_samples()
         self.set_status("running")
@@ -393,6 +394,18 @@ class Run:
             raise ValueError(f"its elapsed time is {elapsed!r}")
         self.step, self.elapsed_before = step, float(elapsed)
 
+    def measure_fidelity(self):
+        """The fidelity verdict of the averaged generator now (slicegan_core.fidelity): appended to
+        fidelity.jsonl, printed as one line, and kept for model.json (``verdict``). n-phase runs only; off with
+        fidelity_seeds 0."""
+        if not self.train_config.fidelity_seeds or self.model_config.image_type != "n-phase":
+            return
+        card = fidelity.card(_GeneratorView(self), self.data, step=self.step, seeds=self.train_config.fidelity_seeds)
+        self.fidelity = card
+        with open(self.dir / "fidelity.jsonl", "a") as f:
+            f.write(json.dumps(fidelity.series_event(card)) + "\n")
+        print(f"step {self.step}: {fidelity.summary_line(card)}", flush=True)
+
     def export_model(self, directory: Path):
         data, mc = self.data, self.model_config
         # The values as given (config.json), not data.attrs' float32 roundings (0.2 -> 0.2000000030).
@@ -410,6 +423,8 @@ class Run:
                              "options": self.config.get("options", {}),
                              "history": self.config.get("history", [])},
                 "metrics": {k: last[k] for k in ("wasserstein", "gradient_penalty") if k in last}}
+        if getattr(self, "fidelity", None):
+            info["verdict"] = self.fidelity
         info.update(self.config.get("model_info", {}))
         previous = _calibration_of(directory)     # kept: calibration_status() tells when the weights moved on
         if previous:
@@ -446,6 +461,30 @@ class Run:
         if error:
             status["error"] = error
         atomic_write_text(self.dir / "status.json", json.dumps(status, indent=2))
+
+
+class _GeneratorView:
+    """The run's averaged generator seen as a model for :func:`fidelity.card`: ``generate(attrs, seed, shape)``
+    -> (D, H, W) phase values, from the noise of the sample images (a fixed seed per volume)."""
+
+    def __init__(self, run: "Run"):
+        self.run = run
+
+    @torch.no_grad()
+    def generate(self, attrs: dict, seed: int, shape) -> np.ndarray:
+        run, mc = self.run, self.run.model_config
+        side = -(-int(max(shape)) // mc.voxels_per_latent) + 2     # the generator makes (latent - 2) x vpl voxels
+        z = torch.randn((1, mc.z_channels, side, side, side),
+                        generator=torch.Generator().manual_seed(SAMPLE_SEED + seed)).to(run.device)
+        row = torch.tensor([[attrs[n] for n in mc.attribute_names]], dtype=torch.float32, device=run.device)
+        was_training = run.G_average.training
+        run.G_average.eval()
+        try:
+            out = run.G_average(z, row)[0].float()
+        finally:
+            run.G_average.train(was_training)
+        index = out.argmax(0).cpu().numpy()[:shape[0], :shape[1], :shape[2]]
+        return np.asarray(run.data.phase_values)[index]
 
 
 def _slices_to_rgb(volume: torch.Tensor, image_type: str) -> np.ndarray:

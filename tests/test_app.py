@@ -364,6 +364,7 @@ def test_launch_progress_stop_resume_and_open_in_explore(app, runs_dir):
          and len(jobs.read_events(run_dir)) >= 2)
     assert "running" in app.progress[0].proto.text
     assert app.get("plotly_chart") and any("x, y, z centre slices" in c for e in app.image for c in e.captions)
+    assert len(app.get("plotly_chart")) == 2 and any("**Fidelity** at step" in m.value for m in app.markdown)
     labels = [b.label for b in app.button]
     assert "Stop" in labels and "Open in Explore" in labels and "Resume" not in labels
 
@@ -380,6 +381,7 @@ def test_launch_progress_stop_resume_and_open_in_explore(app, runs_dir):
     rerun(app)
     assert app.selectbox(key="model_path").value == str(run_dir / "model")
     assert len(views(app)) == 1 and app.slider(key="attr_alpha").value == pytest.approx(0.15)
+    assert any(w.value.startswith("Fidelity verdict at step") and "train longer" in w.value for w in app.warning)
     table = app.dataframe[0].value          # the 2D training image: chords compare, circle diameters do not
     training = table[table["volume"] == "training data"]
     assert len(training) == 3 and training["grains"].isna().all() and training["σ fit chords"].notna().all()
