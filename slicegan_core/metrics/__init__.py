@@ -11,6 +11,8 @@ Every function takes ``labels`` (an (H, W) image or (D, H, W) volume of integer 
 :func:`label_features`                    connected regions split by a distance watershed
 :func:`feature_sizes`                     equivalent diameters (ESD 3D / ECD 2D) of the features
 :func:`fit_lognormal`                     mu, sigma of ln(size) with a seeded bootstrap interval
+:func:`size_spread`                       the field's ESD width: minimum feature size, then sigma and IQR sigma
+:func:`compare_size_spread`               that width of generated vs truth, measured alike, with a verdict
 :func:`interface_areas`                   area between every pair of phases (voxel faces)
 :func:`specific_surface_area`             interface area per unit volume (faces or marching cubes)
 :func:`tortuosity`                        TauFactor tortuosity factor (slow, on demand)
@@ -28,6 +30,7 @@ from .fractions import phase_fractions
 from .islands import island_density, slice_island_density
 from .grayscale import IntensityHistogram, ThresholdCorrelation, intensity_histogram, otsu_two_point_correlation
 from .lognormal import LogNormalFit, fit_lognormal
+from .spread import DEFAULT_MIN_VOXELS, SizeSpread, SpreadComparison, compare_size_spread, size_spread
 from .summary import PhaseStatistics, phase_statistics
 from .surface import interface_areas, specific_surface_area
 from .tortuosity import Tortuosity, tortuosity
@@ -38,6 +41,7 @@ __all__ = [
     "ChordLengths", "chord_lengths",
     "FeatureSizes", "feature_sizes", "label_features",
     "LogNormalFit", "fit_lognormal",
+    "DEFAULT_MIN_VOXELS", "SizeSpread", "SpreadComparison", "size_spread", "compare_size_spread",
     "interface_areas", "specific_surface_area",
     "Tortuosity", "tortuosity",
     "island_density", "slice_island_density",

@@ -34,12 +34,35 @@ class FeatureSizes:
         All features of the phase, border-cut ones included.
     n_border : int
         Features touching the array border (excluded from ``diameters`` unless include_border).
+    voxels : ndarray of int64, shape (n,), optional
+        Voxel (2D: pixel) count of each kept feature, the unit of a minimum feature size
+        (:meth:`at_least`); None only when built by hand without it.
     """
 
     diameters: np.ndarray
     volumes: np.ndarray
     n_features: int
     n_border: int
+    voxels: np.ndarray | None = None
+
+    def at_least(self, min_voxels: int) -> "FeatureSizes":
+        """The features of at least ``min_voxels`` voxels (pixels): the "Minimum Size" filter of DREAM3D,
+        applied before a size distribution is fitted. ``n_features`` and ``n_border`` stay those of the
+        unfiltered phase.
+
+        Examples
+        --------
+        >>> f = FeatureSizes(np.array([1.2, 2.5, 3.0]), np.array([1.0, 8.0, 14.0]), 3, 0, np.array([1, 8, 14]))
+        >>> f.at_least(8).voxels.tolist()
+        [8, 14]
+        """
+        if self.voxels is None:
+            raise ValueError("these FeatureSizes carry no voxel counts; measure them with feature_sizes().")
+        if isinstance(min_voxels, bool) or not isinstance(min_voxels, (int, np.integer)) or min_voxels < 1:
+            raise ValueError(f"min_voxels must be a whole number of voxels >= 1, got {min_voxels!r}.")
+        keep = self.voxels >= min_voxels
+        return FeatureSizes(diameters=self.diameters[keep], volumes=self.volumes[keep],
+                            n_features=self.n_features, n_border=self.n_border, voxels=self.voxels[keep])
 
 
 def label_features(labels, phases=None, *, split: bool = True,
@@ -143,7 +166,8 @@ def feature_sizes(labels, phases=None, *, voxel_size: float = 1.0, split: bool =
         mine[0] = False               # id 0 (unmeasured voxels) carries -1, which may also be a phase value
         keep = mine if include_border else mine & ~touches
         out[p] = FeatureSizes(diameters=diameters[keep] * dx, volumes=counts[keep] * dx ** arr.ndim,
-                              n_features=int(mine.sum()), n_border=int((mine & touches).sum()))
+                              n_features=int(mine.sum()), n_border=int((mine & touches).sum()),
+                              voxels=counts[keep].astype(np.int64))
     return out
 
 
