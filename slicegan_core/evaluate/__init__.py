@@ -64,7 +64,7 @@ def evaluate(model_or_volume, real, *, attrs: dict | None = None, seed: int = 0,
     >>> fake = synthesize(shape=(48, 48, 48), sigma=0.35, median_esd=6.0, seed=2).labels
     >>> report = evaluate(fake, real)
     >>> report["schema_version"], report["phases"]["0"]["vf_abs_diff"] < 0.02
-    ('1.0', True)
+    ('1.1', True)
     """
     if isinstance(real, (str, Path)):
         real = load_labels(real, "real")

@@ -17,15 +17,17 @@ import numpy as np
 from scipy import stats
 from tqdm.auto import tqdm
 
-from ..metrics import (chord_lengths, feature_sizes, fit_lognormal, island_density, phase_fractions,
-                       slice_island_density, specific_surface_area, tortuosity, two_point_correlation)
+from ..metrics import (DEFAULT_MIN_VOXELS, chord_lengths, feature_sizes, fit_lognormal,
+                       island_density, phase_fractions, size_spread, slice_island_density, specific_surface_area,
+                       tortuosity, two_point_correlation)
 from ..metrics.islands import DEFAULT_MAX_SIZE
 from ..metrics._checks import as_labels, as_phases, as_voxel_size
 from ._report import SCHEMA_VERSION, json_safe, log_histograms
 
 
 def compare(real, generated, phases=None, voxel_size: float = 1.0, *, tortuosity_factor: bool = False,
-            n_slices: int = 8, n_boot: int = 200, seed: int = 0, progress: bool = False) -> dict:
+            n_slices: int = 8, n_boot: int = 200, seed: int = 0, progress: bool = False,
+            min_voxels: int = DEFAULT_MIN_VOXELS) -> dict:
     """Per-phase statistics of real and generated label data and the distances between them.
 
     Parameters
@@ -49,6 +51,10 @@ def compare(real, generated, phases=None, voxel_size: float = 1.0, *, tortuosity
         Bootstrap seed.
     progress : bool, default False
         Show a tqdm bar over the measurement steps.
+    min_voxels : int, default DEFAULT_MIN_VOXELS (8)
+        Minimum feature size in voxels (pixels for 2D sizes) of the field measure ``ln_esd_sigma_field_*``
+        (:func:`~slicegan_core.metrics.size_spread`), applied alike to both sides; the all-features
+        ``ln_esd_sigma_*`` stay beside it.
 
     Returns
     -------
@@ -73,6 +79,8 @@ def compare(real, generated, phases=None, voxel_size: float = 1.0, *, tortuosity
     if real_arr.ndim == 3 and gen_arr.ndim == 2:
         raise ValueError("generated is a 2D image but real is a 3D volume; pass a generated (D, H, W) volume.")
     mode = "3d" if real_arr.ndim == 3 else ("2d_slices" if gen_arr.ndim == 3 else "2d")
+    if isinstance(min_voxels, bool) or not isinstance(min_voxels, (int, np.integer)) or min_voxels < 1:
+        raise ValueError(f"min_voxels must be a whole number of voxels >= 1, got {min_voxels!r}.")
     if phases is None:
         wanted = sorted(set(np.unique(real_arr).tolist()) | set(np.unique(gen_arr).tolist()))
     else:
@@ -93,7 +101,7 @@ def compare(real, generated, phases=None, voxel_size: float = 1.0, *, tortuosity
             continue
         arr = real_arr if step == "real" else gen_arr
         sides[step] = _measure(arr, wanted, dx, max_r, slices=(mode == "2d_slices" and step == "generated"),
-                               n_slices=int(n_slices), n_boot=n_boot, seed=seed)
+                               n_slices=int(n_slices), n_boot=n_boot, seed=seed, min_voxels=int(min_voxels))
     bar.close()
     islands = _islands(real_arr, gen_arr, wanted, mode)
 
@@ -120,6 +128,13 @@ def compare(real, generated, phases=None, voxel_size: float = 1.0, *, tortuosity
             "ln_esd_sigma_ci_generated": list(g["size_fit"].sigma_ci),
             "ln_esd_sigma_robust_real": r["size_fit"].sigma_robust,
             "ln_esd_sigma_robust_generated": g["size_fit"].sigma_robust,
+            "ln_esd_sigma_field_real": r["field"].sigma, "ln_esd_sigma_field_generated": g["field"].sigma,
+            "ln_esd_sigma_field_diff": g["field"].sigma - r["field"].sigma,
+            "ln_esd_sigma_field_ci_real": list(r["field"].sigma_ci),
+            "ln_esd_sigma_field_ci_generated": list(g["field"].sigma_ci),
+            "ln_esd_sigma_robust_field_real": r["field"].sigma_robust,
+            "ln_esd_sigma_robust_field_generated": g["field"].sigma_robust,
+            "n_small_features_real": r["field"].n_small, "n_small_features_generated": g["field"].n_small,
             "n_features_real": int(r["sizes"].size), "n_features_generated": int(g["sizes"].size),
             "n_border_features_real": r["n_border_features"], "n_border_features_generated": g["n_border_features"],
             "ssa_real": r["ssa"], "ssa_generated": g["ssa"],
@@ -147,6 +162,7 @@ def compare(real, generated, phases=None, voxel_size: float = 1.0, *, tortuosity
         "generated": {"shape": list(gen_arr.shape), "phase_values": np.unique(gen_arr).tolist()},
         "tortuosity_axis": 0 if tortuosity_factor else None,
         "islands_max_size": DEFAULT_MAX_SIZE,
+        "esd_min_voxels": int(min_voxels),
         "phases": report_phases,
         "curves": curves,
     })
@@ -165,7 +181,7 @@ def _islands(real_arr, gen_arr, phases, mode) -> dict:
     return {"real": island_density(crop(real_arr), phases), "generated": island_density(crop(gen_arr), phases)}
 
 
-def _measure(arr, phases, dx, max_r, *, slices, n_slices, n_boot, seed) -> dict:
+def _measure(arr, phases, dx, max_r, *, slices, n_slices, n_boot, seed, min_voxels) -> dict:
     """Per-phase raw statistics of one side; ``slices`` measures sizes/surface on 2D sections."""
     fractions = phase_fractions(arr, phases)
     chords = chord_lengths(arr, phases, voxel_size=dx)
@@ -175,6 +191,7 @@ def _measure(arr, phases, dx, max_r, *, slices, n_slices, n_boot, seed) -> dict:
                     for i in np.unique(np.linspace(0, arr.shape[axis] - 1, n_slices + 2).round().astype(int)[1:-1])]
         per_slice = [feature_sizes(s, phases, voxel_size=dx) for s in sections]
         surface = [specific_surface_area(s, phases, voxel_size=dx, method="faces_corrected") for s in sections]
+        features = {p: [f[p] for f in per_slice] for p in phases}
         sizes = {p: np.concatenate([f[p].diameters for f in per_slice]) for p in phases}
         n_border = {p: sum(f[p].n_border for f in per_slice) for p in phases}
         ssa = {p: float(np.mean([s[p] for s in surface])) for p in phases}
@@ -190,6 +207,7 @@ def _measure(arr, phases, dx, max_r, *, slices, n_slices, n_boot, seed) -> dict:
                   "chord_fit": fit_lognormal(pooled, n_boot=0),
                   "sizes": sizes[p], "n_border_features": int(n_border[p]),
                   "size_fit": fit_lognormal(sizes[p], n_boot=n_boot, seed=seed),
+                  "field": size_spread(features[p], min_voxels=min_voxels, n_boot=n_boot, seed=seed),
                   "s2_r": s2[p].r, "s2_axes": s2[p].axes, "ssa": ssa[p]}
     return out
 
