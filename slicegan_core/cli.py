@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 from .config import check_voxel_size
+from .program import PROG
 
 
 def _shape(text: str) -> tuple[int, int, int]:
@@ -58,13 +59,30 @@ def _value(text: str):
     return text
 
 
-# The installed console command is ``slicegan``; from a checkout it is ``python -m slicegan_core``.
-PROG = "slicegan" if Path(sys.argv[0]).name == "slicegan" else "python -m slicegan_core"
+
+
+class _DefaultsFormatter(argparse.HelpFormatter):
+    """--help states every option's default (unless its help already does)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        if "default" in text or default is None or default is False or default == argparse.SUPPRESS or \
+                default == [] or isinstance(action, argparse._HelpAction):
+            return text
+        if isinstance(default, tuple) and len(set(default)) == 1:      # a cube shape (128, 128, 128) -> 128
+            default = default[0]
+        shown = f"{default:_}" if isinstance(default, int) and not isinstance(default, bool) else default
+        return f"{text} (default: {shown})" if text else f"default: {shown}"
 
 
 class _Parser(argparse.ArgumentParser):
     """argparse whose usage errors are the CLI's one line (``error: ...``, status 2), not usage + message.
     Subcommand parsers inherit it (add_subparsers uses the parent's class)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
@@ -80,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--median-esd", type=float, default=8.0, help="median grain ESD in voxels (default 8)")
     p.add_argument("--shape", type=_shape, default=(128, 128, 128), help="e.g. 160 or 160x160x160")
     p.add_argument("--fractions", default="0.35,0.35,0.30", help="phase volume fractions (default 0.35,0.35,0.30)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same volume")
     p.add_argument("--no-periodic", action="store_true", help="do not wrap grains across faces")
     p.add_argument("--out", required=True, help="output file .npy/.tif/.vti")
     p.add_argument("--grain-ids", help="also write the grain ids (.npy)")
@@ -90,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one image or 3D stack, or three comma-separated 2D views (x,y,z); repeat per dataset")
     p.add_argument("--attr", action="append", default=[], metavar="NAME=VALUE[,...]",
                    help="attribute values of each --data, in the same order (e.g. alpha=0.35)")
-    p.add_argument("--image-type", default="n-phase", choices=("n-phase", "grayscale", "colour"))
+    p.add_argument("--image-type", default="n-phase", choices=("n-phase", "grayscale", "colour"),
+                   help="n-phase: segmented labels, one channel per phase")
     p.add_argument("--preset", default="cpu", help="cpu (laptop, default), paper (the seed's, GPU) or tiny")
     p.add_argument("--run-dir", required=True, help="new directory for this run")
     p.add_argument("--steps", type=int, help="generator steps (overrides the preset)")
@@ -117,11 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate a volume from a model")
     p.add_argument("--model", default="default",
                    help="model directory, or the name of a shipped model (default: default)")
-    p.add_argument("--attr", type=_attrs, default=None, metavar="NAME=VALUE[,...]", help="e.g. alpha=0.35")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--attr", type=_attrs, default=None, metavar="NAME=VALUE[,...]",
+                   help="e.g. alpha=0.35 (default: the middle of each attribute's trained range)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: the same seed gives the same volume")
     p.add_argument("--shape", type=_shape, default=(128, 128, 128), help="e.g. 128 or 256x256x128")
     p.add_argument("--periodic", action="store_true", help="opposite faces continue into each other")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when present")
     p.add_argument("--max-tile-voxels", type=int, default=40_000_000, metavar="N",
                    help="generator output voxels per tile, which bounds the working memory (default 40000000; "
                         "the volume does not depend on it)")
@@ -134,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("info", help="show a model's card")
     p.add_argument("model", nargs="?", default="default", help="model directory or shipped model name")
+    p.add_argument("--json", action="store_true", help="print the card as JSON (for scripts)")
 
     p = sub.add_parser("verdict", help="measure a model against its training images (fidelity verdict); store it "
                                        "in the model's model.json")
@@ -165,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "ln_chord_sigma,ln_ecd_sigma do not depend on the pixel size)")
     p.add_argument("--no-confirm", action="store_true", help="skip generating a volume at the match")
     p.add_argument("--seed", type=int, default=100, help="seed of the confirming volume (default 100)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="auto: CUDA when present")
 
     sub.add_parser("evaluate", help="compare a generated volume with real data (see evaluate --help)",
                    add_help=False)
@@ -376,8 +397,15 @@ def cmd_generate(args) -> int:
     attrs = model._check_attrs(args.attr)
     save_volume(args.out, volume, model.voxel_size_um if args.voxel_size is None else args.voxel_size,
                 provenance(model, attrs, args.seed, args.shape, args.periodic))
-    print(f"wrote {args.out}: shape {volume.shape}, {volume.dtype}")
+    print(f"wrote {args.out}: {_described(attrs, args)}, shape {volume.shape}, {volume.dtype}")
     return 0
+
+
+def _described(attrs: dict, args) -> str:
+    """'alpha = 0.375 (middle of the trained range: no --attr given), seed 0' for the line after a write."""
+    values = ", ".join(f"{name} = {value:g}" for name, value in attrs.items())
+    note = " (the middle of the trained range, as no --attr was given)" if attrs and not args.attr else ""
+    return f"{values}{note}, seed {args.seed}" if values else f"seed {args.seed}"
 
 
 def _generate_streamed(args) -> int:
@@ -397,7 +425,8 @@ def _generate_streamed(args) -> int:
         for warning in caught:
             print(f"warning: {warning.message}", file=sys.stderr)
         sidecar = json.loads(path.with_name(path.name + ".json").read_text())
-        print(f"wrote {args.out}: {sidecar['format']}, shape {tuple(sidecar['shape'])}, {sidecar['dtype']}")
+        print(f"wrote {args.out}: {sidecar['format']}, {_described(sidecar['attrs'], args)}, shape "
+              f"{tuple(sidecar['shape'])}, {sidecar['dtype']}")
     return 0
 
 
@@ -414,7 +443,24 @@ def cmd_info(args) -> int:
     from .fidelity import banner
     level, text = banner(model.info.get("verdict"))
     card["verdict"] = {"result": level, "summary": text}
-    print(json.dumps(card, indent=2))
+    if args.json:
+        print(json.dumps(card, indent=2))
+        return 0
+    voxel = f"{model.voxel_size_um:g} um" if model.voxel_size_um else "unknown (lengths are in voxels)"
+    lines = [f"model       {model.path}", f"image type  {model.image_type}, patch {model.config.patch_size} px",
+             f"voxel size  {voxel}"]
+    if model.phases:
+        lines.append("phases      " + ", ".join(f"{p['value']} ({p['name']})" for p in model.phases))
+    for name in model.attribute_names:
+        low, high = model.trained_range[name]
+        trained = ", ".join(f"{v:g}" for v in model.trained_values[name])
+        lines.append(f"{name:<11} trained at {trained}; range {low:g} to {high:g}")
+    training = model.info.get("training") or {}
+    if training.get("steps") is not None:
+        hours = (training.get("wall_time_s") or 0) / 3600
+        lines.append(f"training    {training['steps']} steps, {hours:.1f} h")
+    lines.append(f"verdict     {text}")
+    print("\n".join(lines))
     return 0
 
 

@@ -51,6 +51,15 @@ def shipped_model_dirs() -> list[Path]:
     return folders + [here / "models", here.parent / "models"]
 
 
+def shipped_model_names() -> list[str]:
+    """Names that :func:`resolve_model_path` resolves (models in :func:`shipped_model_dirs`), sorted."""
+    names = set()
+    for folder in shipped_model_dirs():
+        if folder.is_dir():
+            names.update(d.name for d in folder.iterdir() if (d / INFO_FILE).is_file())
+    return sorted(names)
+
+
 def resolve_model_path(path: str | Path) -> Path:
     """A model directory as given, or, for a bare name such as ``"default"`` that is not a directory here, the
     shipped model of that name (see :func:`shipped_model_dirs`)."""
@@ -69,8 +78,10 @@ def read_model(directory: str | Path) -> tuple[ModelConfig, dict[str, torch.Tens
     Raises ValueError with one sentence when the directory, either file, or the format is wrong."""
     directory = Path(directory)
     if not directory.is_dir():
+        names = shipped_model_names()
+        shipped = f" or the name of a shipped model ({', '.join(names)})" if names else ""
         raise ValueError(f"Model directory {directory} does not exist; pass a folder holding "
-                         f"{INFO_FILE} and {WEIGHTS_FILE}.")
+                         f"{INFO_FILE} and {WEIGHTS_FILE} (a training run's model/ folder){shipped}.")
     info_path, weights_path = directory / INFO_FILE, directory / WEIGHTS_FILE
     if (directory / "config.json").is_file() and not info_path.is_file():
         model = directory / "model"

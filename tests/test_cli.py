@@ -81,7 +81,8 @@ def test_generate_streams_zarr_tif_and_npy_with_the_in_memory_voxels(trained_run
     assert run_cli(["generate", "--model", trained_run / "model", "--seed", 4, "--shape", "224x24x20",
                     "--max-tile-voxels", 50_000, "--device", "cpu", "--out", out]) == 0
     captured = capsys.readouterr()
-    assert captured.out.strip() == f"wrote {out}: {fmt}, shape {shape}, uint8"
+    assert captured.out.strip() == (f"wrote {out}: {fmt}, alpha = 0.35 (the middle of the trained range, as no "
+                                    f"--attr was given), seed 4, shape {shape}, uint8")
     expected = load_model(trained_run / "model", device="cpu").generate(seed=4, shape=shape, max_tile_voxels=50_000)
     if name.endswith(".zarr"):
         root = zarr.open_group(str(out), mode="r")
@@ -141,9 +142,24 @@ def test_torchrun_processes_share_one_zarr(trained_run, tmp_path):
 
 def test_info_prints_the_model_card(trained_run, capsys):
     assert run_cli(["info", trained_run / "model"]) == 0
+    text = capsys.readouterr().out
+    assert "alpha       trained at 0.2, 0.5; range 0.2 to 0.5" in text and "voxel size  0.5 um" in text
+    assert "training    4 steps" in text and "verdict     Fidelity verdict at step 4" in text
+    assert run_cli(["info", trained_run / "model", "--json"]) == 0
     card = json.loads(capsys.readouterr().out)
     assert card["attributes"]["alpha"]["trained_values"] == [0.2, 0.5]
-    assert card["patch_size"] == 32 and card["training"] == 4
+    assert card["patch_size"] == 32 and card["training"] == 4 and card["verdict"]["result"] == "fail"
+
+
+def test_help_states_the_defaults_and_generate_says_what_it_made(trained_run, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["generate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: 128)" in text and "same volume (default: 0)" in text and "trained range)" in text
+    assert run_cli(["generate", "--model", trained_run / "model", "--shape", "16", "--out", tmp_path / "v.npy"]) == 0
+    assert "alpha = 0.35 (the middle of the trained range, as no --attr was given), seed 0" in capsys.readouterr().out
+    assert run_cli(["generate", "--model", "nosuch", "--out", tmp_path / "w.npy"]) == 2
+    assert "shipped model (default)" in capsys.readouterr().err
 
 
 def test_synth_writes_a_labelled_volume(tmp_path, capsys):

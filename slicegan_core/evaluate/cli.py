@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..cli import PROG   # the main parser's command name (``slicegan`` when installed)
+from ..program import PROG   # the command's name (``slicegan`` when installed)
 from ..metrics._checks import as_segmented
 from ._report import write_json
 from .compare import compare
