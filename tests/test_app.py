@@ -96,6 +96,10 @@ def test_explore_opens_on_the_default_model(app):
     assert set(table["volume"]) == {"generated", "synthetic truth"} and len(table) == 6
     assert abs(table["fraction"][table["volume"] == "generated"].sum() - 1) < 0.01
     assert any(m.label.startswith("σ of ln ESD, synthetic truth") for m in app.metric)
+    # the headline: the field measure with the all-features value beside it, and a verdict against the truth
+    assert sum(c.value.startswith("field measure, ≥ 8 voxels · all features: ") for c in app.caption) == 2
+    assert any(re.search(r"Generated\*\* [\d.]+ is :\w+-badge\[(within|outside)\] the synthetic truth's seed "
+                         r"band [\d.]+ to [\d.]+", m.value) for m in app.markdown)
     assert not app.warning
 
 
