@@ -33,10 +33,7 @@ def volume_bytes(volume: np.ndarray, suffix: str, voxel_size_um: float | None = 
     spacing = float(voxel_size_um or 1.0)
     if suffix in (".tif", ".tiff"):
         buffer = io.BytesIO()
-        axes = "ZYXS" if volume.ndim == 4 else "ZYX"
-        # ImageJ hyperstack: calibration in pixels per micrometre, z spacing in the metadata.
-        tifffile.imwrite(buffer, volume, imagej=True, resolution=(1 / spacing, 1 / spacing),
-                         metadata={"spacing": spacing, "unit": "um", "axes": axes})
+        tifffile.imwrite(buffer, volume, imagej=True, **imagej_calibration(voxel_size_um, volume.ndim == 4))
         return buffer.getvalue()
     if suffix == ".npy":
         buffer = io.BytesIO()
@@ -46,6 +43,17 @@ def volume_bytes(volume: np.ndarray, suffix: str, voxel_size_um: float | None = 
         from .dream3d import dream3d_bytes
         return dream3d_bytes(volume, voxel_size_um, phase_values, provenance)
     return _vti_bytes(volume, spacing)
+
+
+def imagej_calibration(voxel_size_um: float | None, colour: bool) -> dict:
+    """tifffile.imwrite options of an ImageJ hyperstack: with a voxel size, its calibration (pixels per
+    micrometre, z spacing, unit um); without one, no calibration at all, so ImageJ / Fiji shows pixels instead
+    of a false 1 um."""
+    metadata = {"axes": "ZYXS" if colour else "ZYX"}
+    if not voxel_size_um:
+        return {"metadata": metadata}
+    spacing = float(voxel_size_um)
+    return {"resolution": (1 / spacing, 1 / spacing), "metadata": {**metadata, "spacing": spacing, "unit": "um"}}
 
 
 def sidecar_files(path: str | Path, volume: np.ndarray, voxel_size_um: float | None) -> dict[str, bytes]:

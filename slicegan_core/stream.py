@@ -32,7 +32,7 @@ import numpy as np
 import tifffile
 
 from .config import check_voxel_size
-from .export import provenance, write_sidecar
+from .export import imagej_calibration, provenance, write_sidecar
 from .storage import check_writable, os_error_sentence, temporary_beside
 
 STREAMED = (".zarr", ".tif", ".tiff", ".npy")
@@ -55,7 +55,7 @@ def generate_to(model, path: str | Path, attrs: dict[str, float] | None = None, 
         Zarr folder, is replaced when the new one is complete.
     attrs, seed, shape, periodic, max_tile_voxels, progress : as for :meth:`Model.generate`.
     voxel_size_um : micrometres per voxel in the file's metadata; default the model's. When neither is known the
-        scale is 1 (Zarr: without a unit; OME-TIFF: no physical size; ImageJ: 1 um, as the in-memory export).
+        scale is 1 (Zarr: without a unit; OME-TIFF: no physical size; ImageJ: no calibration, as the in-memory export).
     ranks : :class:`~slicegan_core.distributed.Ranks` sharing the work; default the joined torch.distributed
         group (one process without torchrun). Several processes write one ``.zarr`` (each a share of the tiles);
         TIFF and .npy are refused for more than one.
@@ -148,18 +148,19 @@ def _write_npy(file: str, tiles) -> str:
 def _write_tiff(file: str, tiles, voxel_size_um: float | None, ome: bool) -> str:
     spacing = float(voxel_size_um or 1.0)
     shape = (*tiles.shape, 3) if tiles.colour else tiles.shape
-    if not ome:    # as export.volume_bytes: an ImageJ hyperstack, calibration in pixels per micrometre
+    if not ome:    # as export.volume_bytes: an ImageJ hyperstack, calibrated only when the voxel size is known
         tifffile.imwrite(file, _planes(tiles), shape=shape, dtype=tiles.dtype, imagej=True,
-                         resolution=(1 / spacing, 1 / spacing),
-                         metadata={"spacing": spacing, "unit": "um", "axes": "ZYXS" if tiles.colour else "ZYX"})
+                         **imagej_calibration(voxel_size_um, tiles.colour))
         return "ImageJ TIFF"
     metadata = {"axes": "ZYXS" if tiles.colour else "ZYX"}
+    resolution = {}
     if voxel_size_um:
         for axis in "XYZ":
             metadata.update({f"PhysicalSize{axis}": spacing, f"PhysicalSize{axis}Unit": "µm"})
+        resolution = {"resolution": (1e4 / spacing, 1e4 / spacing), "resolutionunit": "CENTIMETER"}
     with tifffile.TiffWriter(file, bigtiff=True, ome=True) as tif:
         tif.write(_planes(tiles), shape=shape, dtype=tiles.dtype, photometric="rgb" if tiles.colour else "minisblack",
-                  resolution=(1e4 / spacing, 1e4 / spacing), resolutionunit="CENTIMETER", metadata=metadata)
+                  metadata=metadata, **resolution)
     return "OME-TIFF (BigTIFF)"
 
 

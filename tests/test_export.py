@@ -84,8 +84,9 @@ def test_unknown_extension_and_missing_folder_are_value_errors(tmp_path):
 
 def test_upper_case_extension_and_no_voxel_size(tmp_path):
     path = save_volume(tmp_path / "V.TIF", labels())
-    with tifffile.TiffFile(path) as tif:
-        assert tif.imagej_metadata["spacing"] == pytest.approx(1.0)
+    with tifffile.TiffFile(path) as tif:       # no false calibration: ImageJ shows pixels
+        assert "spacing" not in tif.imagej_metadata and "unit" not in tif.imagej_metadata
+        assert tif.pages[0].tags["XResolution"].value == (1, 1)             # the TIFF default: 1 pixel per pixel
     assert json.loads((tmp_path / "V.TIF.json").read_text())["voxel_size_um"] is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["V.TIF", "V.TIF.json"]   # no temp files
 
