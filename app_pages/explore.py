@@ -236,6 +236,8 @@ with sidebar.expander(f"Model card: {model.image_type}, {card_title}"):
 level, verdict_text = fidelity.banner(info.get("verdict"))   # before anything is generated or exported
 if level == "fail":
     st.warning(verdict_text, icon=":material/report:")
+elif level == "partial":
+    st.info(verdict_text, icon=":material/report:")
 elif level == "pass":
     st.caption(f":material/verified: {verdict_text}")
 elif not jobs.model_recipe(model_path, info):           # the default model is judged by its own report

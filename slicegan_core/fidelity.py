@@ -238,7 +238,8 @@ def verdict(model_path, datasets, seeds: int = 2, write: bool = True) -> dict:
 
 
 def banner(card_: dict | None) -> tuple[str, str]:
-    """(level, one paragraph) for a model's verdict card: level "pass", "fail" or "none"."""
+    """(level, one paragraph) for a model's verdict card: level "pass", "partial" (passes for some datasets'
+    attribute values, fails for others), "fail" or "none"."""
     if not card_:
         return "none", ("This model has no fidelity verdict (it was not measured against its training images); "
                         "make one with: python -m slicegan_core verdict MODEL --data IMAGE --attr NAME=VALUE.")
@@ -246,9 +247,18 @@ def banner(card_: dict | None) -> tuple[str, str]:
     if card_.get("pass"):
         return "pass", (f"Fidelity verdict{step}: every statistic of the generated slices is within tolerance of "
                         f"the training images (distance {card_['distance']}).")
-    return "fail", (f"Fidelity verdict{step}: {summary_line(card_).split('; ', 1)[-1]} (distance "
-                    f"{card_['distance']}; 0 = identical, 1 = at the tolerance). Volumes from this model do not yet "
-                    "look like its training images: train longer before you rely on them.")
+    datasets = card_.get("datasets", [])
+    passed = [d for d in datasets if d["pass"]]
+    where = ""
+    if passed and len(datasets) > 1:
+        def label(d):
+            return ", ".join(f"{k} {v:g}" for k, v in d["attrs"].items())
+        where = (f" It passes at {'; '.join(label(d) for d in passed)} and fails at "
+                 f"{'; '.join(label(d) for d in datasets if not d['pass'])}.")
+    return ("partial" if where else "fail"), (f"Fidelity verdict{step}: {summary_line(card_).split('; ', 1)[-1]} (distance "
+                    f"{card_['distance']}; 0 = identical, 1 = at the tolerance).{where} There, volumes from this "
+                    "model differ from its training images by more than the tolerances: train longer, or check "
+                    "those statistics before you rely on them.")
 
 
 def _round(value) -> float | None:

@@ -65,6 +65,10 @@ def test_a_generator_that_loses_a_phase_fails_and_says_which(stack):
     assert "phase 2 kept" in card["datasets"][0]["failed"] and "phase 2 vf" in card["datasets"][0]["failed"]
     level, text = fidelity.banner(card)
     assert level == "fail" and "phase 2 kept" in text and "train longer" in text
+    card["datasets"].append({**card["datasets"][0], "attrs": {"alpha": 0.6}, "pass": True, "failed": []})
+    card["datasets"][0]["attrs"] = {"alpha": 0.2}
+    level, text = fidelity.banner(card)
+    assert level == "partial" and "It passes at alpha 0.6 and fails at alpha 0.2." in text
 
 
 def test_a_speckled_generator_fails_on_islands_only_where_the_data_has_none():
