@@ -162,7 +162,7 @@ def export_zip(model, volume, attrs: dict, seed: int, shape, periodic: bool, suf
             extras = [target.with_name(name) for name in sidecar_files(target, volume, model.voxel_size_um)]
             for file in (target, target.with_name(target.name + ".json"), *extras):
                 archive.write(file, file.name)
-    return f"{stem}.zip", buffer.getvalue()
+    return f"{stem}_{suffix.lstrip('.')}.zip", buffer.getvalue()      # one name per format: downloads never collide
 
 
 def available_models() -> dict[str, str]:

@@ -151,7 +151,7 @@ def test_phase_toggles_and_slab_change_the_scene(app):
 
 def test_export_tiff_npy_vti_with_provenance(app, downloads):
     def exported(suffix):
-        (name,) = [n for n in downloads if n.endswith(".zip") and f"_64x64x64" in n]
+        (name,) = [n for n in downloads if n.endswith(f"{suffix.replace('.', '_')}.zip") and f"_64x64x64" in n]
         archive = zipfile.ZipFile(io.BytesIO(downloads.pop(name)))
         (volume_name,) = [n for n in archive.namelist() if n.endswith(suffix)]
         sidecar = json.loads(archive.read(volume_name + ".json"))
