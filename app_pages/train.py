@@ -213,12 +213,15 @@ if not runs:
     st.info(f"No runs yet in {RUNS_DIR}. Launch one above; it keeps running if you close this tab.")
     st.stop()
 paths = [str(r.run_dir) for r in runs]
-labels = {str(r.run_dir): f"{r.name} · {r.state} · step {r.step}/{r.steps}"
+# An active run's step changes every second, and the list is drawn once per page run: its label names the state
+# only (the progress bar below shows the step, live); the monitor reruns the page when the state changes.
+labels = {str(r.run_dir): f"{r.name} · {r.state}" + ("" if r.active else f" · step {r.step}/{r.steps}")
           for r in runs}
 if st.session_state.get("selected_run") not in paths:
     st.session_state.selected_run = next((str(r.run_dir) for r in runs if r.active), paths[0])
 selected = Path(st.selectbox("Run", paths, format_func=labels.get, key="selected_run"))
-was_active = jobs.run_status(selected).active
+listed = next(r for r in runs if str(r.run_dir) == str(selected))
+listed_state, was_active = listed.state, listed.active
 
 
 def curves(events: list[dict]) -> go.Figure:
@@ -265,7 +268,7 @@ def fidelity_curves(series: list[dict]) -> go.Figure:
 def monitor(run_dir: Path):
     """Status, controls, curves and samples of one run; polls the run directory while it is active."""
     status = jobs.run_status(run_dir)
-    if status.active != was_active:  # started or ended since the page ran: refresh the run list too
+    if status.active != was_active or status.state != listed_state:   # the run list's label is stale: redraw it
         st.rerun(scope="app")
     progress = status.step / status.steps if status.steps else 0.0
     eta = f" · about {status.eta_s / 60:.1f} min left" if status.active and status.eta_s else ""
