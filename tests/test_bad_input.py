@@ -163,7 +163,8 @@ def test_a_failed_start_can_be_retried_in_the_same_directory(training_volumes, t
     good = run_cli(["train", "--data", training_volumes[0][0], "--preset", "tiny", "--run-dir", tmp_path / "run",
                     "--steps", "1"], cwd=tmp_path)
     assert good.returncode == 0, good.stderr[-3000:]
-    assert good.stdout.strip().startswith("run finished at step 1")
+    lines = good.stdout.strip().splitlines()        # one fidelity line per checkpoint, then the outcome
+    assert lines[0].startswith("step 1: fidelity FAIL") and lines[-1].startswith("run finished at step 1")
 
 
 def test_resume_removes_the_temp_files_a_kill_left(run_copy):
