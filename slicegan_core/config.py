@@ -203,6 +203,9 @@ class TrainConfig:
     # Generated volumes per dataset for the fidelity verdict at every checkpoint (slicegan_core.fidelity);
     # 0 = no verdict. Two patch-size volumes cost about as much as one or two training steps.
     fidelity_seeds: int = 2
+    # Export the checkpoint with the lowest fidelity distance as model/ (True), or the latest (False). The
+    # checkpoint itself, which resume continues from, is always the latest.
+    export_best: bool = False
     seed: int = 0
     device: str = "auto"                      # "auto" | "cpu" | "cuda"
     threads: int = 0                          # torch CPU threads; 0 = torch's default

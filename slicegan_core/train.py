@@ -358,7 +358,8 @@ class Run:
                 "rng_numpy": self.rng.bit_generator.state}
         save_tensors(self.dir / "checkpoint.safetensors", tensors, meta)
         self.measure_fidelity()
-        self.export_model(self.dir / "model")
+        if self.exports_now():
+            self.export_model(self.dir / "model")
         self.write_samples()
         self.set_status("running")
 
@@ -405,6 +406,22 @@ class Run:
         with open(self.dir / "fidelity.jsonl", "a") as f:
             f.write(json.dumps(fidelity.series_event(card)) + "\n")
         print(f"step {self.step}: {fidelity.summary_line(card)}", flush=True)
+
+    def exports_now(self) -> bool:
+        """Whether this checkpoint becomes model/: always, unless export_best keeps an exported model whose
+        fidelity distance is lower than (or as low as) this checkpoint's."""
+        if not self.train_config.export_best or not getattr(self, "fidelity", None):
+            return True
+        try:
+            kept = json.loads((self.dir / "model" / "model.json").read_text()).get("verdict") or {}
+        except (OSError, ValueError):
+            return True
+        distance, best = self.fidelity.get("distance"), kept.get("distance")
+        if best is None or distance is None or distance < best:
+            return True
+        print(f"step {self.step}: model/ stays at step {kept.get('step')} (fidelity distance {best} <= {distance})",
+              flush=True)
+        return False
 
     def export_model(self, directory: Path):
         data, mc = self.data, self.model_config

@@ -113,3 +113,16 @@ def test_the_verdict_needs_the_models_phases(trained_run, tmp_path, capsys):
     assert run_cli(["verdict", trained_run / "model", "--data", tmp_path / "two.npy", "--attr", "alpha=0.2",
                     "--no-write"]) == 2
     assert "phase values" in capsys.readouterr().err
+
+
+def test_export_best_keeps_the_model_with_the_lowest_distance(tiny_specs, tmp_path, capsys):
+    from slicegan_core.train import train
+    run = train(tiny_specs, tmp_path / "run", preset_name="tiny", steps=6, checkpoint_every=1, export_best=True,
+                fidelity_seeds=1)
+    series = jobs.read_fidelity(run)
+    best = min(series, key=lambda e: (e["distance"], e["step"]))
+    card = json.loads((run / "model" / "model.json").read_text())
+    assert card["verdict"]["step"] == best["step"] == card["training"]["steps"]
+    assert card["verdict"]["distance"] == best["distance"]
+    assert best["step"] < 6          # a 6-step tiny run does not improve steadily: the feature is exercised
+    assert f"model/ stays at step {best['step']}" in capsys.readouterr().out
