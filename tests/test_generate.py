@@ -413,8 +413,8 @@ def test_available_memory_reads_the_machine():
 
 def test_memory_estimate_covers_the_measured_peak():
     """Peak RSS of a real pass (a fresh process, 'cpu' preset, float32) stays below the estimate, which is not
-    wildly above it either (estimate / peak 1.2-2.0 over presets, precisions and budgets; the peak of this
-    pass varies from run to run between 246 and 321 MB)."""
+    wildly above it either. The peak of this pass varies from run to run between 246 and 440 MB (glibc's
+    allocator; the working set is 230 MB), the estimate is 502 MB."""
     script = """
 import json
 import torch
@@ -499,7 +499,7 @@ def test_bad_tile_arguments_are_value_errors(tiny_model, kwargs, message):
 
 def test_streamed_memory_does_not_grow_with_the_volume(tiny_model):
     streamed = [tiny_model.memory_needed((n,) * 3, streamed=True) for n in (1024, 2048)]
-    assert streamed[1] < 0.15 * tiny_model.memory_needed((2048,) * 3)
+    assert streamed[1] < 0.2 * tiny_model.memory_needed((2048,) * 3)
     latent = 4 * tiny_model.config.z_channels * ((2048 // 16 + 2) ** 3 - (1024 // 16 + 2) ** 3)
     assert streamed[1] - streamed[0] <= latent                            # only the latent grows
     slab = tiny_model.memory_needed((2048,) * 3, streamed=True, slab_bytes=2**24)
