@@ -470,6 +470,36 @@ def model_datasets(model_dir: str | Path) -> list[DatasetSpec]:
             for d in config.get("data", {}).get("datasets", []) if d.get("paths")]
 
 
+def last_choices(runs_dir: str | Path) -> dict:
+    """The launch choices of the newest run under ``runs_dir`` that has a config.json, to prefill a new-run form
+    (e.g. after a browser reload); {} when there is none.
+
+    Keys (each only when the run records it): ``source`` ("synthetic" when the run has a synthetic recipe,
+    else "upload"), ``preset``, ``steps``, ``image_type``, ``voxel_size_um``, ``threads`` (a fixed number;
+    0 = automatic), ``attribute_names`` (list), ``n_datasets``, and for a synthetic run ``sigmas`` (list),
+    ``side`` (voxels), ``median_esd`` (voxels) and ``phase_fractions`` (list).
+    """
+    for run in list_runs(runs_dir):
+        config = _read_json(run.run_dir / "config.json")
+        if not config:
+            continue
+        train, data = config.get("train", {}), config.get("data", {})
+        datasets = [d for d in data.get("datasets", []) if isinstance(d, dict)]
+        choices = {"preset": config.get("preset"), "steps": train.get("steps"),
+                   "image_type": data.get("image_type"), "voxel_size_um": data.get("voxel_size_um") or 0.0,
+                   "threads": train["threads"] if isinstance(train.get("threads"), int) else 0,
+                   "attribute_names": sorted(datasets[0].get("attrs", {})) if datasets else None,
+                   "n_datasets": len(datasets) or None}
+        recipe = _read_json(run.run_dir / RECIPE_FILE)
+        choices["source"] = "synthetic" if recipe else "upload"
+        if recipe:
+            choices.update(sigmas=recipe.get("sigmas"), median_esd=recipe.get("median_esd"),
+                           phase_fractions=recipe.get("phase_fractions"),
+                           side=(recipe.get("shape") or [None])[0])
+        return {k: v for k, v in choices.items() if v is not None}
+    return {}
+
+
 # ---- helpers ---------------------------------------------------------------------------------------------
 
 def _failure_reason(run_dir: Path) -> str:

@@ -275,3 +275,28 @@ def test_a_runs_model_knows_its_training_files(trained_run, tiny_specs):
     datasets = jobs.model_datasets(trained_run / "model")
     assert [(d.paths, d.attrs) for d in datasets] == [(s.paths, s.attrs) for s in tiny_specs]
     assert jobs.model_datasets(trained_run) == []                        # not RUN/model
+
+
+def test_last_choices_come_from_the_newest_run_with_a_config(tmp_path):
+    assert jobs.last_choices(tmp_path) == {} and jobs.last_choices(tmp_path / "missing") == {}
+    older, newer, launching = tmp_path / "older", tmp_path / "newer", tmp_path / "launching"
+    for run_dir in (older, newer, launching):
+        run_dir.mkdir()
+    (older / "config.json").write_text(json.dumps({
+        "preset": "tiny", "train": {"steps": 50, "threads": "auto"},
+        "data": {"image_type": "n-phase", "voxel_size_um": None, "datasets": [{"paths": ["a.png"], "attrs": {}}]}}))
+    assert jobs.last_choices(tmp_path) == {"preset": "tiny", "steps": 50, "image_type": "n-phase", "voxel_size_um": 0.0,
+                                           "threads": 0, "attribute_names": [], "n_datasets": 1, "source": "upload"}
+    time.sleep(0.01)
+    (newer / "config.json").write_text(json.dumps({
+        "preset": "cpu", "train": {"steps": 900, "threads": 2},
+        "data": {"image_type": "n-phase", "voxel_size_um": 0.5,
+                 "datasets": [{"paths": ["s.npy"], "attrs": {"alpha": 0.2}}, {"paths": ["t.npy"], "attrs": {"alpha": 0.5}}]}}))
+    jobs.save_recipe(newer, {"sigmas": [0.2, 0.5], "shape": [48, 48, 48], "median_esd": 6.0,
+                             "phase_fractions": [0.5, 0.5], "periodic": True})
+    time.sleep(0.01)
+    (launching / jobs.JOB_FILE).write_text("{}")     # launched, config.json not written yet: skipped
+    assert jobs.last_choices(tmp_path) == {
+        "preset": "cpu", "steps": 900, "image_type": "n-phase", "voxel_size_um": 0.5, "threads": 2,
+        "attribute_names": ["alpha"], "n_datasets": 2, "source": "synthetic", "sigmas": [0.2, 0.5], "median_esd": 6.0,
+        "phase_fractions": [0.5, 0.5], "side": 48}
