@@ -4,6 +4,9 @@ Layout (read from a genuine DREAM3D 6 file): root attributes ``FileVersion`` "7.
 ``DataContainers/<name>/_SIMPL_GEOMETRY`` with ``DIMENSIONS`` (x, y, z), ``SPACING``, ``ORIGIN`` and
 ``GeometryType`` 0 (image); ``DataContainers/<name>/CellData`` holds the arrays, each stored
 ``(z, y, x, components)``. Phase arrays (``Phases``) are int32 and 1-based (0 = unknown).
+``DataContainers/<name>/CellEnsembleData`` (attribute matrix type 11) holds one tuple per phase, index 0
+reserved: ``CrystalStructures`` and ``PhaseTypes`` (uint32; 999 = unknown) and ``PhaseName`` (strings), which
+DREAM3D's statistics filters look for. The reader needs only ``CellData`` and ignores the rest.
 
 Axes: a stored ``(z, y, x)`` array is our ``(D, H, W)`` volume as it is (x = W, as in every other export).
 The HDF5 library is h5py.
@@ -18,6 +21,9 @@ import numpy as np
 
 CONTAINER = "SliceGAN"
 PROVENANCE_ATTRIBUTE = "SliceGAN Provenance"    # JSON with the phase values, on the Phases array
+UNKNOWN = 999                                    # DREAM3D's UnknownCrystalStructure / UnknownPhaseType
+CUBIC_HIGH = 1                                   # crystal structure written for every phase (a placeholder)
+PRIMARY_PHASE = 0                                # phase type written for every phase
 ARRAY_SEPARATOR = "#"                            # "file.dream3d#Container/CellData/Array" names one array
 
 
@@ -285,12 +291,16 @@ def isotropic_voxel_size(spacing, file="the file") -> float:
 
 
 def dream3d_bytes(volume: np.ndarray, voxel_size_um: float | None, phase_values=None,
-                  provenance: dict | None = None) -> bytes:
+                  provenance: dict | None = None, phase_names=None) -> bytes:
     """A DREAM3D 6 file holding ``volume`` (D, H, W) labels as ``DataContainers/SliceGAN/CellData/Phases``
     (int32, phase index + 1, so 0 stays "unknown"), spacing = ``voxel_size_um`` in x, y, z.
 
     ``phase_values`` (sorted label values; default those present) fixes the index; it is stored with the
-    provenance on the array so :func:`read_dream3d` maps ``Phases`` back to the labels.
+    provenance on the array so :func:`read_dream3d` maps ``Phases`` back to the labels. An unknown voxel size
+    (None) is written as SPACING 1 (DREAM3D files carry no unit) and as ``"voxel_size_um": null`` in that
+    provenance. ``CellEnsembleData`` gets one tuple per phase after DREAM3D's reserved index 0:
+    ``PhaseTypes`` primary (0), ``CrystalStructures`` cubic (1; a placeholder, as the volume has no
+    orientations), ``PhaseName`` from ``phase_names`` (default "phase <value>"); index 0 is 999 / "Invalid Phase".
     """
     import h5py
     if volume.ndim != 3 or volume.dtype.kind not in "iu":
@@ -327,17 +337,47 @@ def dream3d_bytes(volume: np.ndarray, voxel_size_um: float | None, phase_values=
                            ("TupleDimensions", np.uint64([width, height, depth])),
                            ("Tuple Axis Dimensions", np.bytes_(f"x={width},y={height},z={depth}"))):
             dataset.attrs[key] = value
-        dataset.attrs[PROVENANCE_ATTRIBUTE] = json.dumps({"phase_values": values.tolist(), **(provenance or {})})
+        dataset.attrs[PROVENANCE_ATTRIBUTE] = json.dumps({"phase_values": values.tolist(),
+                                                          "voxel_size_um": voxel_size_um, **(provenance or {})})
+        names = list(phase_names) if phase_names is not None else [f"phase {v}" for v in values.tolist()]
+        if len(names) != len(values):
+            raise ValueError(f"phase_names has {len(names)} names for {len(values)} phase values; give one per phase.")
+        _ensemble_data(container, len(values), names)
     return buffer.getvalue()
+
+
+def _ensemble_data(container, n_phases: int, names: list[str]) -> None:
+    """``CellEnsembleData`` of ``n_phases`` phases (n_phases + 1 tuples, index 0 reserved), with the attributes
+    DREAM3D 6 writes on every data array."""
+    import h5py
+    ensemble = container.create_group("CellEnsembleData")
+    ensemble.attrs["AttributeMatrixType"] = np.uint32([11])                 # CellEnsemble
+    ensemble.attrs["TupleDimensions"] = np.uint64([n_phases + 1])
+    arrays = (("CrystalStructures", np.uint32([UNKNOWN] + [CUBIC_HIGH] * n_phases), "DataArray<uint32_t>"),
+              ("PhaseTypes", np.uint32([UNKNOWN] + [PRIMARY_PHASE] * n_phases), "DataArray<uint32_t>"),
+              ("PhaseName", np.array(["Invalid Phase", *map(str, names)], dtype=object), "StringDataArray"))
+    for name, data, object_type in arrays:
+        if object_type == "StringDataArray":     # DREAM3D: a 1-D dataset of variable-length strings
+            dataset = ensemble.create_dataset(name, data=data, dtype=h5py.string_dtype())
+        else:
+            dataset = ensemble.create_dataset(name, data=data[:, None])          # (tuples, 1 component)
+        for key, value in (("ComponentDimensions", np.uint64([1])), ("DataArrayVersion", np.int32([2])),
+                           ("ObjectType", np.bytes_(object_type)), ("TupleDimensions", np.uint64([n_phases + 1])),
+                           ("Tuple Axis Dimensions", np.bytes_(f"x={n_phases + 1}"))):
+            dataset.attrs[key] = value
 
 
 def xdmf_text(hdf5_name: str, shape, voxel_size_um: float | None) -> str:
     """An XDMF 2 sidecar that lets ParaView open ``hdf5_name``'s Phases array directly (cell data: the grid's
-    point dimensions are the cell counts + 1)."""
+    point dimensions are the cell counts + 1). Spacing = the voxel size, or 1 (one voxel) when it is unknown, as
+    a comment in the file says."""
     depth, height, width = shape
     spacing = float(voxel_size_um or 1.0)
+    unit = (f"spacing = voxel size {spacing:g} micrometres" if voxel_size_um else
+            "voxel size unknown: spacing 1 = one voxel, no physical unit")
     return f"""<?xml version="1.0"?>
 <!DOCTYPE Xdmf SYSTEM "Xdmf.dtd"[]>
+<!-- SliceGAN Studio: {unit} -->
 <Xdmf xmlns:xi="http://www.w3.org/2003/XInclude" Version="2.2">
   <Domain>
     <Grid Name="{CONTAINER}" GridType="Uniform">

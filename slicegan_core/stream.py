@@ -112,6 +112,33 @@ def generate_to(model, path: str | Path, attrs: dict[str, float] | None = None, 
     return path
 
 
+def save_zarr(path: str | Path, volume: np.ndarray, voxel_size_um: float | None = None,
+              provenance: dict | None = None) -> Path:
+    """Write an in-memory ``volume`` ((D, H, W), or (D, H, W, 3) colour) as the same OME-Zarr 0.4 store that
+    :func:`generate_to` streams, plus the sidecar ``<path>.json``; what :func:`export.save_volume` does for a
+    ``.zarr``. ``voxel_size_um`` (micrometres) is the axes' ``scale`` with unit ``micrometer``; None writes a
+    scale of 1 and no unit. Returns the path written."""
+    from .distributed import Ranks
+    from .generate import Tiles
+
+    voxel_size_um = check_voxel_size(voxel_size_um)
+    path = Path(path)
+    if path.suffix.lower() != ".zarr":
+        raise ValueError(f"save_zarr writes a .zarr folder (got {str(path)!r}).")
+    if not path.parent.is_dir():
+        raise ValueError(f"Output folder {path.parent} does not exist; create it or choose another path.")
+    _check_zarr_target(path)
+    check_writable(path.with_name(path.name + ".json"))
+    colour = volume.ndim == 4
+    shape = tuple(int(n) for n in volume.shape[:3])
+    everything = (slice(0, shape[0]), slice(0, shape[1]), slice(0, shape[2]))
+    tiles = Tiles(shape, shape, volume.dtype, colour, 1, iter([(everything, volume)]))
+    record = dict(provenance or {})
+    fmt = _write_zarr(path, tiles, voxel_size_um, record, Ranks())
+    write_sidecar(path, volume.shape, volume.dtype, voxel_size_um, {**record, "format": fmt})
+    return path
+
+
 # ---- slabs: TIFF and .npy ----------------------------------------------------------------------------------
 def _slabs(tiles):
     """Yield the volume as consecutive slabs of whole planes ((d, H, W) or (d, H, W, 3)) assembled from the tiles,

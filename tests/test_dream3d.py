@@ -68,6 +68,48 @@ def test_a_volume_round_trips_with_the_dream3d_layout_and_the_xdmf_opens_in_pyvi
     np.testing.assert_array_equal(np.asarray(grid.cell_data["Phases"]).reshape(6, 7, 8), volume // 100 + 1)
 
 
+def test_cell_ensemble_data_has_dream3d_phase_types_crystal_structures_and_names(tmp_path):
+    volume = np.random.default_rng(1).choice([0, 100, 200], size=(4, 5, 6)).astype(np.uint8)
+    named = {"phases": [{"value": 200, "name": "pore"}, {"value": 0, "name": "matrix"}, {"value": 100}]}
+    path = save_volume(tmp_path / "v.dream3d", volume, None, named)
+    with h5py.File(path) as f:
+        ensemble = f["DataContainers/SliceGAN/CellEnsembleData"]
+        assert ensemble.attrs["AttributeMatrixType"][0] == 11 and list(ensemble.attrs["TupleDimensions"]) == [4]
+        assert ensemble["PhaseTypes"].dtype == np.uint32 and ensemble["CrystalStructures"].dtype == np.uint32
+        assert ensemble["PhaseTypes"][:, 0].tolist() == [999, 0, 0, 0]             # index 0: DREAM3D's unknown
+        assert ensemble["CrystalStructures"][:, 0].tolist() == [999, 1, 1, 1]
+        assert [n.decode() for n in ensemble["PhaseName"][()]] == ["Invalid Phase", "matrix", "phase 100", "pore"]
+        for name, object_type in (("PhaseTypes", b"DataArray<uint32_t>"), ("CrystalStructures", b"DataArray<uint32_t>"),
+                                  ("PhaseName", b"StringDataArray")):
+            attrs = ensemble[name].attrs
+            assert attrs["ObjectType"] == object_type and list(attrs["TupleDimensions"]) == [4]
+            assert list(attrs["ComponentDimensions"]) == [1] and attrs["DataArrayVersion"][0] == 2
+        # unknown voxel size: SPACING 1 (no unit in the format) and the provenance says null
+        assert list(f["DataContainers/SliceGAN/_SIMPL_GEOMETRY/SPACING"][()]) == [1.0] * 3
+        record = json.loads(f["DataContainers/SliceGAN/CellData/Phases"].attrs["SliceGAN Provenance"])
+        assert record["voxel_size_um"] is None and record["phase_values"] == [0, 100, 200]
+    back, _ = read_dream3d(path)                                # the reader ignores the ensemble matrix
+    np.testing.assert_array_equal(back, volume)
+    assert list_arrays(path) == ["SliceGAN/CellData/Phases"]
+
+
+def test_a_dream3d_file_with_cell_ensemble_data_of_its_own_still_reads(tmp_path):
+    """A file as DREAM3D's pipelines leave it: CellEnsembleData (strings included) beside CellData."""
+    import shutil
+    path = tmp_path / "with_ensemble.dream3d"
+    shutil.copy(SAMPLE, path)
+    with h5py.File(path, "r+") as f:
+        ensemble = f["DataContainers/Original"].create_group("CellEnsembleData")
+        ensemble.attrs["AttributeMatrixType"] = np.uint32([11])
+        ensemble["CrystalStructures"] = np.uint32([[999], [1]])
+        ensemble.create_dataset("PhaseName", data=np.array(["Invalid Phase", "Ni"], dtype=object),
+                                dtype=h5py.string_dtype())
+    original, spacing = read_dream3d(path, "Original/CellData/Data")
+    expected, _ = read_dream3d(SAMPLE, "Original/CellData/Data")
+    np.testing.assert_array_equal(original, expected)
+    assert spacing == (1.0, 1.0, 1.0) and "Original/CellEnsembleData/PhaseName" not in list_arrays(path)
+
+
 def test_anisotropic_spacing_and_intensities_are_refused(tmp_path):
     path = save_volume(tmp_path / "v.dream3d", np.zeros((4, 4, 4), np.uint8), 1.0)
     with h5py.File(path, "r+") as f:
