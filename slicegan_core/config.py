@@ -54,6 +54,8 @@ def _check_types(config) -> None:
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
         if _type_error(hints[f.name], value):
+            if f.name == "threads":     # int | str: the only union without None
+                raise ValueError(f"threads must be 'auto' or a whole number of threads (got {value!r}).")
             optional = typing.get_origin(hints[f.name]) in (typing.Union, types.UnionType)
             base = [a for a in typing.get_args(hints[f.name]) if a is not type(None)][0] if optional \
                 else hints[f.name]
@@ -208,7 +210,9 @@ class TrainConfig:
     export_best: bool = False
     seed: int = 0
     device: str = "auto"                      # "auto" | "cpu" | "cuda"
-    threads: int = 0                          # torch CPU threads; 0 = torch's default
+    # torch CPU threads: "auto" = the cores other processes leave free, re-checked as the run goes
+    # (slicegan_core.threads); a number fixes it; 0 = torch's default.
+    threads: int | str = "auto"
 
     def __post_init__(self):
         _check_types(self)
@@ -222,8 +226,12 @@ class TrainConfig:
             _check_range(name, getattr(self, name), 0, low_open=True)
         for name in ("beta1", "beta2", "ema_decay"):
             _check_range(name, getattr(self, name), 0, 1, high_open=True)
-        for name in ("gp_lambda", "attr_jitter", "island_penalty", "threads", "fidelity_seeds"):
+        for name in ("gp_lambda", "attr_jitter", "island_penalty", "fidelity_seeds"):
             _check_range(name, getattr(self, name), 0)
+        if isinstance(self.threads, str) and self.threads != "auto":
+            raise ValueError(f"threads must be 'auto' or a number of threads (got {self.threads!r}).")
+        if not isinstance(self.threads, str):
+            _check_range("threads", self.threads, 0, 1024)
         if self.island_penalty_high is not None:
             _check_range("island_penalty_high", self.island_penalty_high, 0)
         _check_range("island_max_voxels", self.island_max_voxels, 1, 2)

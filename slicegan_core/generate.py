@@ -44,6 +44,7 @@ from .modelfile import default_phases, read_model, resolve_model_path
 from .networks import Generator
 # The memory check lives with synthesize (numpy only) so that the synth command need not import torch.
 from .synthetic import check_memory, check_seed
+from .threads import AutoThreads
 
 HALO = 0  # extra latent cells around a tile; 0 suffices: voxel g depends only on latent cells g//vpl .. g//vpl+2 (tested)
 STATS_WINDOW = 192  # output voxels per edge of the centre window whose statistics large volumes use (docstring)
@@ -97,9 +98,12 @@ class Model:
     """A trained generator ready for inference. Create it with :func:`load_model`."""
 
     def __init__(self, config: ModelConfig, weights: dict, info: dict, device: str = "auto",
-                 precision: str = "auto", path: str | None = None):
+                 precision: str = "auto", path: str | None = None, threads: int | str | None = None):
         self.config, self.info, self.path = config, info, path
         self.device = pick_device(device)
+        # CPU threads: "auto" re-reads the machine's load before each volume (slicegan_core.threads); a number
+        # fixes it; None leaves torch's setting alone.
+        self.threads = None if threads is None or self.device.type != "cpu" else AutoThreads(threads)
         self.generator = Generator(config)
         try:
             self.generator.load_state_dict(weights, strict=True)
@@ -333,6 +337,8 @@ class Model:
                              "disk (generate --out, Model.generate_to).") from None
         for message in self.out_of_range(attrs):
             warnings.warn(message, UserWarning, stacklevel=3)
+        if self.threads is not None:
+            self.threads.settle()
         return attrs, shape
 
     def warm_up(self, sides=(64, 96, 128), background: bool = True):
@@ -557,13 +563,14 @@ def _argmax_channels(scores: torch.Tensor) -> torch.Tensor:
     return index
 
 
-def load_model(path: str | Path, device: str = "auto", precision: str = "auto") -> Model:
+def load_model(path: str | Path, device: str = "auto", precision: str = "auto", threads: int | str = "auto") -> Model:
     """Load a model directory (``model.safetensors`` + ``model.json``), or a shipped model by name
-    (``"default"``).
+    (``"default"``). ``threads``: CPU threads for generating: "auto" (the cores other processes leave free,
+    re-read before each volume; at most ``OMP_NUM_THREADS`` when that is set), a number, or None (torch's).
 
     >>> model = load_model("models/default")                              # doctest: +SKIP
     >>> volume = model.generate({"alpha": 0.35}, seed=7, shape=(64, 64, 64))  # doctest: +SKIP
     """
     path = resolve_model_path(path)        # "default" -> the shipped default model, from any directory
     config, weights, info = read_model(path)
-    return Model(config, weights, info, device=device, precision=precision, path=str(path))
+    return Model(config, weights, info, device=device, precision=precision, path=str(path), threads=threads)

@@ -37,6 +37,7 @@ from .distributed import BatchShare, Ranks
 from .generate import cpu_has_fast_bf16, pick_device
 from .modelfile import default_phases, save_model
 from .networks import Generator, build_critics
+from .threads import AutoThreads
 from .storage import (atomic_write_bytes, atomic_write_text, load_meta, load_tensors, optimizer_from_flat,
                       optimizer_to_flat, save_tensors)
 
@@ -96,6 +97,7 @@ def _train_loop(run: "Run") -> str:
         run.opt_g.step()
         run.update_average()
         run.step += 1
+        run.threads.update()
         # Log and checkpoint.
         if run.step % cfg.log_every == 0 or run.step == cfg.steps:
             now = time.perf_counter()
@@ -103,7 +105,7 @@ def _train_loop(run: "Run") -> str:
             last_log_time, last_log_step = now, run.step
             loss_d, wasserstein, penalty, loss_g = run.batch_means(stats, loss_g)
             run.log(step=run.step, loss_d=loss_d, loss_g=loss_g, wasserstein=wasserstein / 3,
-                    gradient_penalty=penalty / 3, sec_per_step=sec_per_step,
+                    gradient_penalty=penalty / 3, sec_per_step=sec_per_step, threads=run.threads.threads,
                     eta_s=sec_per_step * (cfg.steps - run.step))
         if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
             run.checkpoint()
@@ -209,8 +211,7 @@ class Run:
             raise ValueError(f"Process {distributed.local_rank()} on this machine has no GPU of its own ({torch.cuda.device_count()} "
                              "GPUs); start at most one process per GPU, or train on the CPU with device cpu.")
         self.bf16 = resolve_bf16(self.train_config.bf16, self.device)
-        if self.train_config.threads:
-            torch.set_num_threads(self.train_config.threads)
+        self.threads = AutoThreads(self.train_config.threads)    # re-checked after every step
         torch.manual_seed(self.train_config.seed)  # weight initialisation only; batches use the generators below
         self.G = Generator(self.model_config).to(self.device)
         # The exported generator: an exponential moving average of G's weights, or G itself when off.
