@@ -24,6 +24,7 @@ from stpyvista import stpyvista
 from slicegan_core import fidelity, jobs, load_model, scene, synthesize
 from slicegan_core.data import load_image
 from slicegan_core.calibrate import STATISTIC_LABELS, calibration_status, describe_value
+from slicegan_core.config import check_voxel_size
 from slicegan_core.export import provenance, save_volume, sidecar_files
 from slicegan_core.match import match, read_micrograph
 
@@ -38,7 +39,7 @@ RUNS_DIR = Path(os.environ.get("SLICEGAN_RUNS_DIR", ROOT / "runs"))
 VIEW_SIZES = (32, 48, 64, 96, 128)
 EXPORT_SIZES = (128, 192, 256, 384)
 FORMATS = {".tif": "TIFF (ImageJ / Fiji)", ".npy": "NumPy .npy", ".vti": "VTK .vti (ParaView)",
-           ".dream3d": "DREAM3D 6 .dream3d (+ .xdmf for ParaView)"}
+           ".dream3d": "DREAM3D 6 .dream3d (+ .xdmf for ParaView)", ".zarr": "OME-Zarr 0.4 (napari, Fiji)"}
 SECONDS_PER_VOXEL = 2e-6  # first guess for export progress, replaced by this machine's measured speed
 
 
@@ -112,11 +113,12 @@ def matching_dataset(model_path: str, attrs: dict) -> str | None:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def get_export(path: str, stamp: float, attrs: tuple, seed: int, shape: tuple, periodic: bool,
-               suffix: str) -> tuple[str, bytes]:
-    """(zip name, zip bytes) of the volume file plus its JSON provenance sidecar."""
+               suffix: str, voxel_size_um: float | None) -> tuple[str, bytes]:
+    """(zip name, zip bytes) of the volume file plus its JSON provenance sidecar; ``voxel_size_um`` (micrometres,
+    None = unknown) goes into the file's metadata."""
     model = get_model(path, stamp)
     volume = get_volume(path, stamp, attrs, seed, shape, periodic)
-    return export_zip(model, volume, dict(attrs), seed, shape, periodic, suffix)
+    return export_zip(model, volume, dict(attrs), seed, shape, periodic, suffix, voxel_size_um)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -151,17 +153,19 @@ def model_name(path: str) -> str:
     return path.parent.name if path.name == "model" else path.name
 
 
-def export_zip(model, volume, attrs: dict, seed: int, shape, periodic: bool, suffix: str) -> tuple[str, bytes]:
+def export_zip(model, volume, attrs: dict, seed: int, shape, periodic: bool, suffix: str,
+               voxel_size_um: float | None) -> tuple[str, bytes]:
     label = "_".join(f"{k}{v:g}" for k, v in attrs.items())
     stem = f"{model_name(model.path)}_{label}_seed{seed}_{'x'.join(map(str, shape))}{'_periodic' * periodic}"
     buffer = BytesIO()
     with tempfile.TemporaryDirectory() as folder:
-        target = save_volume(Path(folder) / f"{stem}{suffix}", volume, model.voxel_size_um,
+        target = save_volume(Path(folder) / f"{stem}{suffix}", volume, voxel_size_um,
                              provenance(model, attrs, seed, shape, periodic))
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            extras = [target.with_name(name) for name in sidecar_files(target, volume, model.voxel_size_um)]
-            for file in (target, target.with_name(target.name + ".json"), *extras):
-                archive.write(file, file.name)
+            extras = [target.with_name(name) for name in sidecar_files(target, volume, voxel_size_um)]
+            tree = sorted(target.rglob("*")) if target.is_dir() else []       # a .zarr is a folder of chunks
+            for file in (target, *tree, target.with_name(target.name + ".json"), *extras):
+                archive.write(file, file.relative_to(folder).as_posix())
     return f"{stem}_{suffix.lstrip('.')}.zip", buffer.getvalue()      # one name per format: downloads never collide
 
 
@@ -518,24 +522,42 @@ else:
 # ---- export ------------------------------------------------------------------------------------------
 
 st.subheader("Export")
-left, middle, right = st.columns([2, 2, 3], vertical_alignment="bottom")
+left, middle, voxel_column, right = st.columns([2, 2, 2, 3], vertical_alignment="bottom")
 formats = [f for f in FORMATS if f != ".dream3d" or model.image_type == "n-phase"]   # DREAM3D: labels only
 suffix = left.selectbox("Format", formats, format_func=FORMATS.get, key="export_format")
 sizes = {side: f"as shown ({side}³)"} | {s: f"{s}³" for s in EXPORT_SIZES if s > side}
 export_side = middle.selectbox("Size", list(sizes), format_func=sizes.get, key=f"export_size_{side}")
+if st.session_state.get("export_voxel_model") != model_path:   # a model's own voxel size, or unknown
+    st.session_state.export_voxel_model = model_path
+    st.session_state.export_voxel_size = voxel_size
+export_voxel = voxel_column.number_input(
+    "Voxel size (µm)", value=None, step=0.1, format="%.4g", placeholder="unknown", key="export_voxel_size",
+    help="Written into the file's metadata (ImageJ calibration, VTK / DREAM3D spacing, OME-Zarr scale) and the "
+         "sidecar. Left empty, the files claim no physical unit: their spacing is 1 voxel.")
+try:
+    export_voxel = check_voxel_size(export_voxel, "The voxel size")
+    voxel_problem = None
+except ValueError:
+    voxel_problem = (f"The voxel size must be a positive number of micrometres (got {export_voxel:g}); "
+                     "correct it, or clear the field if it is unknown.")
 export_shape = (export_side,) * 3
 if periodic and export_side % model.voxels_per_latent:
     export_shape = (export_side // model.voxels_per_latent * model.voxels_per_latent,) * 3
 st.caption(f"A zip of the volume and its JSON provenance sidecar (model, {', '.join(model.attribute_names)}, "
-           "seed, shape). TIFF opens in ImageJ/Fiji with its voxel size; .vti opens in ParaView; .dream3d in "
-           "DREAM3D 6, and its .xdmf in ParaView."
+           "seed, shape, voxel size). TIFF opens in ImageJ/Fiji; .vti in ParaView; .dream3d in DREAM3D 6, and its "
+           ".xdmf in ParaView; OME-Zarr in napari and Fiji. "
+           + (f"Every file states {export_voxel:g} µm per voxel." if export_voxel else
+              "The voxel size is unknown, so the files are in voxels (spacing 1, no unit).")
            + (" In A/B mode the export is volume A." if compare else ""))
-if export_shape == shape:
-    name, payload = get_export(model_path, stamp, tuple(attrs_a.items()), seed, shape, periodic, suffix)
+if voxel_problem:
+    right.error(voxel_problem, icon=":material/error:")
+elif export_shape == shape:
+    name, payload = get_export(model_path, stamp, tuple(attrs_a.items()), seed, shape, periodic, suffix,
+                               export_voxel)
     right.download_button(f"Download {FORMATS[suffix].split(' (')[0]}", payload, file_name=name,
                           mime="application/zip", icon=":material/download:", on_click="ignore", key="download")
 else:
-    request = (model_path, stamp, tuple(attrs_a.items()), seed, export_shape, periodic, suffix)
+    request = (model_path, stamp, tuple(attrs_a.items()), seed, export_shape, periodic, suffix, export_voxel)
     prepared = st.session_state.get("export_prepared")
     if prepared and prepared[0] == request:
         right.download_button(f"Download {export_side}³ {FORMATS[suffix].split(' (')[0]}", prepared[2],
@@ -549,7 +571,8 @@ else:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     big = model.generate(attrs_a, seed=seed, shape=export_shape, periodic=periodic)
-                done["result"] = export_zip(model, big, attrs_a, seed, export_shape, periodic, suffix)
+                done["result"] = export_zip(model, big, attrs_a, seed, export_shape, periodic, suffix,
+                                            export_voxel)
             except (ValueError, MemoryError, RuntimeError) as error:  # RuntimeError: torch out of memory
                 done["error"] = str(error).splitlines()[0]
 

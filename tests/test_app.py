@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import pyvista as pv
 import tifffile
+import zarr
 from streamlit.runtime.media_file_manager import MediaFileManager
 from streamlit.testing.v1 import AppTest
 
@@ -176,7 +177,48 @@ def test_export_tiff_npy_vti_with_provenance(app, downloads):
     data, _ = exported(".vti")
     path = Path(os.environ["SLICEGAN_RUNS_DIR"]) / "export.vti"
     path.write_bytes(data)
-    assert pv.read(path).dimensions == (64, 64, 64)
+    grid = pv.read(path)
+    assert grid.dimensions == (65, 65, 65) and grid.cell_data["phase"].size == 64**3   # voxels = cells
+
+
+def test_export_voxel_size_field_sets_the_unit_of_every_file(app, downloads, tmp_path):
+    """The default model has no voxel size: the field starts empty and the TIFF claims no unit; 0.5 makes every
+    file 0.5 um (TIFF calibration, OME-Zarr scale, sidecar); 0 is refused with one sentence and no download."""
+    def exported(suffix):
+        (name,) = [n for n in downloads if n.endswith(f"_{suffix.lstrip('.')}.zip")]
+        return zipfile.ZipFile(io.BytesIO(downloads.pop(name)))
+
+    def tiff(archive):
+        (volume_name,) = [n for n in archive.namelist() if n.endswith(".tif")]
+        sidecar = json.loads(archive.read(volume_name + ".json"))
+        with tifffile.TiffFile(io.BytesIO(archive.read(volume_name))) as tif:
+            return tif.imagej_metadata, sidecar
+
+    field = app.number_input(key="export_voxel_size")
+    assert field.label == "Voxel size (µm)" and field.value is None
+    rerun(app)
+    meta, sidecar = tiff(exported(".tif"))
+    assert "unit" not in meta and "spacing" not in meta and sidecar["voxel_size_um"] is None
+    app.number_input(key="export_voxel_size").set_value(0.5)
+    app.selectbox(key="export_format").set_value(".zarr")
+    rerun(app)
+    archive = exported(".zarr")
+    archive.extractall(tmp_path)
+    (store,) = tmp_path.glob("*.zarr")
+    multiscale = zarr.open_group(str(store), mode="r").attrs["multiscales"][0]
+    assert multiscale["datasets"][0]["coordinateTransformations"][0]["scale"] == [0.5] * 3
+    assert {a["unit"] for a in multiscale["axes"]} == {"micrometer"}
+    assert zarr.open_array(str(store / "0"), mode="r").shape == (64, 64, 64)
+    assert json.loads((tmp_path / f"{store.name}.json").read_text())["voxel_size_um"] == 0.5
+    app.selectbox(key="export_format").set_value(".tif")
+    rerun(app)
+    meta, sidecar = tiff(exported(".tif"))
+    assert meta["unit"] == "um" and meta["spacing"] == pytest.approx(0.5) and sidecar["voxel_size_um"] == 0.5
+    app.number_input(key="export_voxel_size").set_value(0.0)
+    rerun(app)
+    assert [e.value for e in app.error] == ["The voxel size must be a positive number of micrometres (got 0); "
+                                           "correct it, or clear the field if it is unknown."]
+    assert not downloads                                   # no download button for a refused voxel size
 
 
 def test_a_bigger_export_is_generated_with_progress(app, downloads):
