@@ -216,7 +216,7 @@ if not phases:
     st.stop()
 names = {int(p["value"]): p["name"] for p in phases}
 
-card_title = ", ".join(f"{n} {lo:.3g} to {hi:.3g}" for n, (lo, hi) in model.trained_range.items())
+card_title = ", ".join(f"{n} {lo:.3g} to {hi:.3g}" for n, (lo, hi) in model.trained_range.items()) or "no attribute"
 with sidebar.expander(f"Model card: {model.image_type}, {card_title}"):
     lines = [f"**Image type** {model.image_type}", "**Voxel size** "
              + (f"{voxel_size:g} µm" if voxel_size else "not set (lengths in voxels)")]
@@ -275,7 +275,8 @@ def attribute_sliders(suffix: str, default_index: int) -> dict[str, float]:
 
 
 calibration, calibration_note = get_calibration(model_path, stamp)
-attrs_a = attribute_sliders("", default_index=len(model.trained_values.get(model.attribute_names[0], [])) // 2)
+first_trained = model.trained_values.get(model.attribute_names[0], []) if model.attribute_names else []
+attrs_a = attribute_sliders("", default_index=len(first_trained) // 2)     # {} for a model without attributes
 if "seed" not in st.session_state:
     st.session_state.seed = 7
 seed = int(sidebar.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed",
@@ -289,8 +290,8 @@ if periodic and side % model.voxels_per_latent:
     side = max(model.voxels_per_latent, side // model.voxels_per_latent * model.voxels_per_latent)
     sidebar.caption(f"Periodic volumes need multiples of {model.voxels_per_latent} voxels: using {side}.")
 shape = (side, side, side)
-compare = sidebar.toggle("A/B: compare two values (same seed)", value=False)
-attrs_b = attribute_sliders("_b", default_index=len(model.trained_values.get(model.attribute_names[0], [])))\
+compare = bool(model.attribute_names) and sidebar.toggle("A/B: compare two values (same seed)", value=False)
+attrs_b = attribute_sliders("_b", default_index=len(first_trained))\
     if compare else None
 
 # ---- volumes -------------------------------------------------------------------------------------------
@@ -417,7 +418,7 @@ else:
         with st.spinner(f"Measuring grain sizes{' of ' + label if compare else ''}..."):
             series.append((f"generated {label}" if compare else "generated", get_statistics(*key),
                            {"dash": "dash" if label == "B" else "solid", "fill": label == "A"}))
-        sigma = next(iter(attrs.values()))
+        sigma = next(iter(attrs.values()), -1.0)       # no attribute: no synthetic truth to overlay
         if recipe and len(attrs) == 1 and sigma >= 0:
             try:
                 with st.spinner("Synthesising the truth at this value..."):

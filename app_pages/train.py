@@ -25,6 +25,13 @@ RUNS_DIR = Path(os.environ.get("SLICEGAN_RUNS_DIR", ROOT / "runs"))
 PRESET_NOTES = {"tiny": "32³ patches, tiny networks: a smoke test in a minute",
                 "cpu": "64³ patches, 8× narrower networks: a laptop CPU run (hours)",
                 "paper": "the published configuration: needs a GPU"}
+ATTRIBUTE_NOTE = ("An **attribute** is a number that describes each training dataset and steers the generator, e.g. "
+                  "alpha = ln σg, the spread of the grain-size distribution (σg its geometric standard deviation): "
+                  "trained on images at several values, the model makes structures at and between them (a slider "
+                  "in Explore). Leave the names empty to train on one micrograph, or on several of the same "
+                  "material: the model then makes that one kind of structure.")
+ISOTROPY_NOTE = ("One 2D image: the material is assumed isotropic, so the same image stands for the x, y and z "
+                 "slices (give three views, x, y and z, for a material that is not).")
 SYNTHETIC_SEED = 101  # seed of the first synthetic training volume; the next ones count up
 STATE_COLOURS = {"starting": "blue", "running": "green", "stopping": "orange", "stopped": "gray",
                  "finished": "green", "crashed": "red", "failed": "red", "unknown": "gray"}
@@ -55,6 +62,19 @@ def keep_staged(file_ids) -> None:
         st.session_state.upload_staging.keep_only(file_ids)
 
 
+def form_defaults() -> dict:
+    """Starting values of the new-run form: the newest run's choices (jobs.last_choices), read once per browser
+    session, so a reloaded page starts where the user left off. Within a session the widgets keep the user's
+    own changes (persist_state="session": through reruns, Stop, and a visit to another page)."""
+    if "train_defaults" not in st.session_state:
+        st.session_state.train_defaults = jobs.last_choices(RUNS_DIR)
+    return st.session_state.train_defaults
+
+
+def numbers_text(values, fallback: str) -> str:
+    return ", ".join(f"{v:g}" for v in values) if values else fallback
+
+
 def parse_numbers(text: str, what: str) -> list[float]:
     try:
         values = [float(v) for v in text.replace(";", ",").split(",") if v.strip()]
@@ -65,17 +85,28 @@ def parse_numbers(text: str, what: str) -> list[float]:
     return values
 
 
-def choose_data() -> tuple[list, str, dict]:
-    """Data widgets -> ([(DatasetSpec, array to write or None)], image type, synthetic recipe or {})."""
+def choose_data(defaults: dict) -> tuple[list, str, dict]:
+    """Data widgets -> ([(DatasetSpec, array to write or None)], image type, synthetic recipe or {}).
+
+    ``defaults``: the form's starting values (form_defaults)."""
     source = st.radio("Training data", ["Synthetic grains (known truth)", "Upload images or stacks"],
-                      horizontal=True, key="source")
+                      index=int(defaults.get("source") == "upload"), horizontal=True, key="source",
+                      persist_state="session")
     if source.startswith("Synthetic"):
         keep_staged([])  # the uploaders are not shown, so the files they held are gone
         left, middle, right, last = st.columns(4)
-        sigmas = left.text_input("alpha = σ of ln(grain size), one dataset each", "0.15, 0.35, 0.6", key="sigmas")
-        side = middle.select_slider("Volume side (voxels)", (48, 64, 96, 128), value=64, key="synth_side")
-        median = right.number_input("Median grain ESD (voxels)", 2.0, 40.0, 8.0, step=0.5, key="median_esd")
-        fractions = last.text_input("Phase fractions", "0.35, 0.35, 0.30", key="fractions")
+        sigmas = left.text_input("alpha = σ of ln(grain size), one dataset each",
+                                 numbers_text(defaults.get("sigmas"), "0.15, 0.35, 0.6"), key="sigmas",
+                                 persist_state="session")
+        sides = (48, 64, 96, 128)
+        side = middle.select_slider("Volume side (voxels)", sides, key="synth_side", persist_state="session",
+                                    value=defaults["side"] if defaults.get("side") in sides else 64)
+        median = right.number_input("Median grain ESD (voxels)", 2.0, 40.0,
+                                    float(min(40.0, max(2.0, defaults.get("median_esd", 8.0)))), step=0.5,
+                                    key="median_esd", persist_state="session")
+        fractions = last.text_input("Phase fractions",
+                                    numbers_text(defaults.get("phase_fractions"), "0.35, 0.35, 0.30"),
+                                    key="fractions", persist_state="session")
         values = parse_numbers(sigmas, "alpha values")
         fraction_values = tuple(parse_numbers(fractions, "Phase fractions"))
         datasets = []
@@ -88,11 +119,17 @@ def choose_data() -> tuple[list, str, dict]:
                   "phase_fractions": list(fraction_values), "periodic": True, "seeds": seeds}
         return datasets, "n-phase", recipe
 
+    uploaded = defaults if defaults.get("source") == "upload" else {}    # the last run's upload choices, if any
     left, middle, right = st.columns([1, 2, 1])
-    count = left.number_input("Datasets", 1, 8, 1, key="n_datasets")
-    names = [n.strip() for n in middle.text_input("Attribute names (comma separated)", "alpha",
-                                                  key="attr_names").split(",") if n.strip()]
-    image_type = right.selectbox("Image type", IMAGE_TYPES, key="image_type")
+    count = left.number_input("Datasets", 1, 8, min(8, max(1, uploaded.get("n_datasets", 1))), key="n_datasets",
+                              persist_state="session")
+    names = [n.strip() for n in middle.text_input("Attribute names (comma separated, may be empty)",
+                                                  ", ".join(uploaded.get("attribute_names", [])),
+                                                  key="attr_names", persist_state="session").split(",") if n.strip()]
+    image_type = right.selectbox("Image type", IMAGE_TYPES, key="image_type", persist_state="session",
+                                 index=list(IMAGE_TYPES).index(uploaded["image_type"])
+                                 if uploaded.get("image_type") in IMAGE_TYPES else 0)
+    st.caption(ATTRIBUTE_NOTE)
     datasets, file_ids = [], []
     for i in range(int(count)):
         with st.container(border=True):
@@ -114,23 +151,32 @@ def choose_data() -> tuple[list, str, dict]:
 
 st.title("Train a model")
 runs = jobs.list_runs(RUNS_DIR)
+defaults = form_defaults()
+runs_area = st.container()    # the runs list and the selected run come first, so the form never pushes them down
 with st.expander("New run", expanded=not any(r.active for r in runs) or "launch_error" in st.session_state,
                  icon=":material/add_circle:"):
     problem = None
     try:
-        datasets, image_type, synthetic = choose_data()
+        datasets, image_type, synthetic = choose_data(defaults)
     except ValueError as error:
         datasets, image_type, synthetic, problem = [], "n-phase", {}, str(error)
     left, middle, right = st.columns(3)
-    preset = left.selectbox("Preset", list(PRESETS), index=list(PRESETS).index("cpu"), key="preset",
+    preset = left.selectbox("Preset", list(PRESETS), key="preset", persist_state="session",
+                            index=list(PRESETS).index(defaults["preset"] if defaults.get("preset") in PRESETS
+                                                      else "cpu"),
                             help="\n".join(f"- **{k}**: {v}" for k, v in PRESET_NOTES.items()))
     left.caption(PRESET_NOTES.get(preset, ""))
     patch_size = PRESETS[preset][0]["patch_size"]
-    steps = middle.number_input("Generator steps", 1, 100_000, PRESETS[preset][1]["steps"], key=f"steps_{preset}")
-    voxel_size = right.number_input("Voxel size (µm, 0 = unknown)", 0.0, 1e4, 0.0, format="%.4g", key="voxel")
-    threads = right.number_input("CPU threads (0 = all)", 0, 64, 0, key="threads")
+    steps = middle.number_input("Generator steps", 1, 100_000, key=f"steps_{preset}", persist_state="session",
+                                value=min(100_000, int(defaults["steps"])) if defaults.get("preset") == preset
+                                and defaults.get("steps") else PRESETS[preset][1]["steps"])
+    voxel_size = right.number_input("Voxel size (µm, 0 = unknown)", 0.0, 1e4,
+                                    float(defaults.get("voxel_size_um", 0.0)),
+                                    format="%.4g", key="voxel", persist_state="session")
+    threads = right.number_input("CPU threads (0 = all)", 0, 64,
+                                 min(64, int(defaults.get("threads", 0))), key="threads", persist_state="session")
     most, unit = jobs.max_processes()
-    processes = middle.number_input("Processes", 1, most, 1, key="processes",
+    processes = middle.number_input("Processes", 1, most, 1, key="processes", persist_state="session",
                                     help=f"Training processes, one per {unit} (up to {most}); the batch is split "
                                          "among them (torchrun).")
 
@@ -154,15 +200,19 @@ with st.expander("New run", expanded=not any(r.active for r in runs) or "launch_
     else:
         st.markdown(f"**Patches the critics will see** ({patch_size}×{patch_size}, one per axis and dataset)")
         rng = np.random.default_rng(0)
+        kinds = [d["kind"] for d in data.describe()["datasets"]]
         for index in range(len(data)):
-            attrs_text = ", ".join(f"{k} = {v:g}" for k, v in datasets[index][0].attrs.items())
+            attrs_text = ", ".join(f"{k} = {v:g}" for k, v in datasets[index][0].attrs.items()) or "no attribute"
             columns = st.columns([1, 1, 1, 2], vertical_alignment="center")
             for axis, column in enumerate(columns[:3]):
                 patch = data.sample(np.array([index]), axis, rng)[0].numpy()
                 column.image(scene.patch_image(patch, image_type), caption=f"⊥ {'xyz'[axis]}", width="stretch")
-            fractions = data.phase_fractions()[index]
+            fractions = data.phase_fractions()[index]    # {grey value: fraction}; phase i is the i-th value
             columns[3].markdown(f"Dataset {index + 1}: {attrs_text}  \n"
-                                + ", ".join(f"phase {k}: {v:.0%}" for k, v in fractions.items()))
+                                + ", ".join(f"phase {i} (grey {v}): {fractions[v]:.0%}"
+                                            for i, v in enumerate(data.phase_values) if v in fractions))
+            if kinds[index] == "image":
+                columns[3].caption(ISOTROPY_NOTE)
 
     if "run_name" not in st.session_state:
         st.session_state.run_name = time.strftime("run-%Y%m%d-%H%M%S")
@@ -208,9 +258,9 @@ with st.expander("New run", expanded=not any(r.active for r in runs) or "launch_
 
 # ---- page: runs ----------------------------------------------------------------------------------------------
 
-st.subheader("Runs")
+runs_area.subheader("Runs")
 if not runs:
-    st.info(f"No runs yet in {RUNS_DIR}. Launch one above; it keeps running if you close this tab.")
+    runs_area.info(f"No runs yet in {RUNS_DIR}. Launch one below; it keeps running if you close this tab.")
     st.stop()
 paths = [str(r.run_dir) for r in runs]
 # An active run's step changes every second, and the list is drawn once per page run: its label names the state
@@ -219,7 +269,7 @@ labels = {str(r.run_dir): f"{r.name} · {r.state}" + ("" if r.active else f" · 
           for r in runs}
 if st.session_state.get("selected_run") not in paths:
     st.session_state.selected_run = next((str(r.run_dir) for r in runs if r.active), paths[0])
-selected = Path(st.selectbox("Run", paths, format_func=labels.get, key="selected_run"))
+selected = Path(runs_area.selectbox("Run", paths, format_func=labels.get, key="selected_run"))
 listed = next(r for r in runs if str(r.run_dir) == str(selected))
 listed_state, was_active = listed.state, listed.active
 
@@ -327,4 +377,5 @@ def monitor(run_dir: Path):
         st.code(jobs.log_tail(run_dir, lines=30) or "(empty)", language=None)
 
 
-monitor(selected)
+with runs_area:
+    monitor(selected)

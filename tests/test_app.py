@@ -371,6 +371,71 @@ def test_synthetic_data_previews_patches_checks_values_and_launches_with_its_rec
     assert app.text_input(key="run_name").value != "synthetic-run"     # a fresh name for the next run
 
 
+def test_the_new_run_form_keeps_its_values_and_a_new_session_starts_from_the_last_run(app, runs_dir):
+    open_train(app)
+    app.selectbox(key="preset").set_value("tiny")
+    rerun(app)
+    app.number_input(key="steps_tiny").set_value(123)
+    app.text_input(key="sigmas").set_value("0.2, 0.5")
+    app.number_input(key="voxel").set_value(0.25)
+    rerun(app)
+    rerun(app)                                    # a rerun (as after Stop) keeps every choice
+    app.switch_page("app_pages/explore.py")
+    open_train(rerun(app))                        # and so does a visit to another page
+    assert app.selectbox(key="preset").value == "tiny" and app.number_input(key="steps_tiny").value == 123
+    assert app.text_input(key="sigmas").value == "0.2, 0.5" and app.number_input(key="voxel").value == 0.25
+    assert len(app.image) == 6
+
+    run_dir = runs_dir / "last"                   # a reloaded page (a new session) starts from the newest run
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text(json.dumps({
+        "preset": "tiny", "train": {"steps": 77, "threads": 1},
+        "data": {"image_type": "n-phase", "voxel_size_um": 0.5, "datasets": [{"paths": ["a.npy"], "attrs": {}}]}}))
+    jobs.save_recipe(run_dir, {"sigmas": [0.3], "shape": [48, 48, 48], "median_esd": 6.0,
+                               "phase_fractions": [0.5, 0.5], "periodic": True})
+    (run_dir / "status.json").write_text(json.dumps({"state": "stopped", "step": 20, "steps": 77}))
+    at = open_train(rerun(AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)))
+    assert at.selectbox(key="preset").value == "tiny" and at.number_input(key="steps_tiny").value == 77
+    assert at.text_input(key="sigmas").value == "0.3" and at.select_slider(key="synth_side").value == 48
+    assert at.number_input(key="median_esd").value == 6.0 and at.text_input(key="fractions").value == "0.5, 0.5"
+    assert at.number_input(key="voxel").value == 0.5 and at.number_input(key="threads").value == 1
+    # the runs come first: the list is above the form, which a stopped run leaves open
+    assert [s.value for s in at.subheader][:1] == ["Runs"] and at.selectbox[0].key == "selected_run"
+
+
+def test_one_micrograph_trains_without_an_attribute_and_the_form_explains_attributes(app, runs_dir, monkeypatch):
+    use_uploads(open_train(app))
+    assert any(c.value.startswith("An **attribute** is a number") and "Leave the names empty" in c.value
+               for c in app.caption)
+    assert app.text_input(key="attr_names").value == ""
+    app.file_uploader(key="files_0").set_value(("composite.npy", COMPOSITE.read_bytes(), "application/octet-stream"))
+    rerun(app)
+    assert not app.error
+    assert any(m.value.startswith("Dataset 1: no attribute") and "phase 0 (grey 0): " in m.value
+               and "phase 2 (grey 2): " in m.value for m in app.markdown)
+    assert any("isotropic, so the same image stands for the x, y and z" in c.value for c in app.caption)
+    launched = {}
+    monkeypatch.setattr(jobs, "start_training", lambda run_dir, specs, **kwargs: launched.update(specs=specs))
+    app.text_input(key="run_name").set_value("one-image")
+    app.button[[b.label for b in app.button].index("Launch training")].click()
+    rerun(app)
+    assert [spec.attrs for spec in launched["specs"]] == [{}]
+
+
+def test_explore_shows_a_model_without_attributes(runs_dir, tmp_path):
+    from slicegan_core.data import DatasetSpec
+    from slicegan_core.train import train
+
+    np.save(tmp_path / "image.npy", np.load(COMPOSITE)[:128, :128])
+    train([DatasetSpec((str(tmp_path / "image.npy"),), {})], runs_dir / "plain", preset_name="tiny", steps=2,
+          checkpoint_every=2)
+    at = rerun(AppTest.from_file(str(ROOT / "app.py"), default_timeout=180))
+    at.selectbox(key="model_path").set_value(str(runs_dir / "plain" / "model"))
+    rerun(at)
+    assert len(views(at)) == 1 and not [s for s in at.slider if s.key.startswith("attr_")]
+    assert set(at.dataframe[0].value["volume"]) == {"generated", "training data"}     # the one image, overlaid
+
+
 def test_a_crashed_run_shows_its_error_tail(app, runs_dir):
     run_dir = runs_dir / "broken"
     run_dir.mkdir()
@@ -387,6 +452,7 @@ def test_a_crashed_run_shows_its_error_tail(app, runs_dir):
 def test_launch_progress_stop_resume_and_open_in_explore(app, runs_dir):
     use_uploads(open_train(app))
     app.file_uploader(key="files_0").set_value(("composite.npy", COMPOSITE.read_bytes(), "application/octet-stream"))
+    app.text_input(key="attr_names").set_value("alpha")        # one attribute, at its default value 0.15
     app.selectbox(key="preset").set_value("tiny")
     rerun(app)
     app.number_input(key="steps_tiny").set_value(100_000)
