@@ -513,6 +513,7 @@ def cmd_match(args) -> int:
                    seed=args.seed)
     result.pop("generated_slice", None)
     result.pop("image_slice", None)
+    result.pop("image_tile", None)
     result.update(model=str(args.model), source=str(args.image))
     if args.json:
         from .evaluate import write_json

@@ -13,7 +13,12 @@ ln chord and sigma of ln 2D feature size of every phase),
 with x_k the image's value, m_k(a) the calibrated mean of one generated tile at attribute value a and s_k the
 calibrated standard deviation of one tile (seeds and positions together, averaged over the calibrated values).
 d is in units of tile-to-tile spread: d <= 1 means the image is as close to the model's slices at a as those
-slices are to each other. d > 2 (``OUTSIDE_DISTANCE``) is reported as "outside what the model makes".
+slices are to each other.
+
+Verdict (:func:`model_distance_band`): the distance is judged against the distances the model's own images of
+the same number of tiles reach against its calibration at the match, simulated from the calibration's one-tile
+standard deviations and seed bands: up to their 90th percentile "typical of the model's own slices", up to the
+99th "at the edge", beyond "outside what the model produces".
 
 Phase values of the image are mapped to the model's in sorted order; each area fraction must then lie within
 the range of fractions the model makes, widened by ``VF_TOLERANCE`` (0.10) or by three tile-to-tile standard
@@ -33,7 +38,12 @@ from .calibrate import STATISTIC_LABELS, STATISTICS, calibration_status, image_t
 
 FIT_STATISTICS = ("ln_chord_mean", "ln_chord_sigma", "ln_ecd_sigma")
 VF_TOLERANCE = 0.10        # largest |area fraction of image - model| per phase after the phase mapping
-OUTSIDE_DISTANCE = 2.0     # distance above which the image is reported as outside what the model makes
+TYPICAL_QUANTILE = 0.90    # distances up to this quantile of the model's own images: "typical"
+EDGE_QUANTILE = 0.99       # up to this one: "at the edge"; beyond: "outside what the model produces"
+BAND_DRAWS = 2000          # simulated model images behind the band (seeded: the band is reproducible)
+Z_WARNING = 2.0            # a fitted statistic with |z| above this is named in a warning
+VERDICTS = {"typical": "typical of the model's own slices", "edge": "at the edge of what the model produces",
+            "outside": "outside what the model produces"}
 MAX_TILES = 48
 GRID = 401                 # candidate values per attribute
 
@@ -132,7 +142,7 @@ def distance(observed: dict, predicted: dict, scale: dict, keys) -> tuple:
 
 
 def match(model, image, *, pixel_size: float | None = None, statistics=FIT_STATISTICS, confirm: bool = True,
-          seed: int = 100, calibration: dict | None = None) -> dict:
+          seed: int = 100, calibration: dict | None = None, step: float | None = None) -> dict:
     """Find the attribute value(s) whose generated slices look most like ``image``.
 
     Parameters
@@ -152,15 +162,22 @@ def match(model, image, *, pixel_size: float | None = None, statistics=FIT_STATI
         Seed of the confirming volume (the calibration uses seeds 0, 1, ...).
     calibration : dict, optional
         Use this calibration instead of the model's own.
+    step : float, optional
+        Round the match to a multiple of ``step`` (e.g. the app's slider step) before the comparison and the
+        confirming generation, so that the value reported is the value used; ``best_fit`` keeps the unrounded
+        one.
 
     Returns
     -------
     dict
-        ``match`` {attribute: value}, ``distance`` (see the module docstring), ``confirmed_distance``,
-        ``statistics`` statistic -> phase -> {image, predicted, band, generated, sd, z, fitted},
-        ``phase_map``, ``warnings``, ``outside`` (bool), ``image`` (shape, tiles, pixel size) and
-        ``generated_slice`` (a (tile, tile) label array, not JSON; only with ``confirm``) and ``image_slice``
-        (the image, or the middle slice of a stack, in the model's phase values; not JSON).
+        ``match`` {attribute: value}, ``best_fit`` (the same before rounding to ``step``), ``distance`` (see
+        the module docstring), ``confirmed_distance``, ``verdict`` {label ("typical", "edge", "outside"),
+        text, band_text, distance, median, q90, q99, tiles, draws, share_z_over_2} (:func:`judge`),
+        ``statistics`` statistic -> phase -> {image, predicted, band, generated, sd, z, fitted} (``z`` is None
+        for statistics that are not fitted), ``phase_map``, ``warnings``, ``outside`` (bool), ``image``
+        (shape, tiles, pixel size), and, not JSON: ``generated_slice`` (a (tile, tile) label array; only with
+        ``confirm``), ``image_slice`` (the image, or the middle slice of a stack, in the model's phase values)
+        and ``image_tile`` (its central (tile, tile) pixels: the same scale as ``generated_slice``).
 
     Examples
     --------
@@ -195,6 +212,8 @@ def match(model, image, *, pixel_size: float | None = None, statistics=FIT_STATI
             raise ValueError("A pixel size needs the model's voxel size, which this model does not record; leave "
                              "it out to take one pixel as one voxel.")
     dx = float(pixel_size or model_dx or 1.0)
+    if step is not None:
+        _round_to_step(0.0, step, 0.0, 0.0)          # only checks step, before the work
 
     phases = sorted(int(p) for p in calibration["phases"])
     tiles = micrograph_tiles(labels, tile)
@@ -213,10 +232,13 @@ def match(model, image, *, pixel_size: float | None = None, statistics=FIT_STATI
                 raise ValueError("None of the fitted statistics could be measured on the image (too few chords or "
                                  "features per phase); give a larger image.")
             best[name] = float(grids[name][int(np.nanargmin(scores))])
-    best = {n: round(v, 4) for n, v in best.items()}
+    best_fit = {n: round(v, 4) for n, v in best.items()}
+    best = dict(best_fit) if step is None else {n: _round_to_step(v, step, grids[n][0], grids[n][-1])
+                                                 for n, v in best_fit.items()}
     predicted = predict(calibration, best)
     d, zs = distance(observed, predicted, scale, keys)
 
+    image_slice = labels if labels.ndim == 2 else labels[labels.shape[0] // 2]
     generated, confirmed, gen_slice = None, None, None
     if confirm:
         with warnings.catch_warnings():
@@ -238,26 +260,142 @@ def match(model, image, *, pixel_size: float | None = None, statistics=FIT_STATI
                 "generated": generated[stat][str(p)] if generated else None, "sd": entry["sd"],
                 "z": zs.get(key), "fitted": key in zs}
     messages = [note] if note else []
-    at_edge = [n for n in best if best[n] in (round(float(grids[n][0]), 4), round(float(grids[n][-1]), 4))]
+    at_edge = [n for n in best if best_fit[n] in (round(float(grids[n][0]), 4), round(float(grids[n][-1]), 4))]
     for n in at_edge:
         messages.append(f"The best {n} is at the end of the calibrated range [{grids[n][0]:g}, {grids[n][-1]:g}]; "
                         "the image may need a value the model was not trained for.")
-    outside = not math.isfinite(d) or d > OUTSIDE_DISTANCE or bool(at_edge)
-    if not math.isfinite(d) or d > OUTSIDE_DISTANCE:
+    band = model_distance_band(calibration, best, list(zs), scale, len(tiles), grids)
+    verdict = judge(d, band, len(tiles), tile)
+    outside = verdict["label"] == "outside" or bool(at_edge)
+    if verdict["label"] == "outside":
         worst = max(zs, key=lambda k: abs(zs[k])) if zs else None
-        messages.append(f"The image lies outside what the model makes: its statistics differ from the closest "
-                        f"generated slices by {d:.1f} tile-to-tile standard deviations (RMS over the fitted "
-                        f"statistics; above {OUTSIDE_DISTANCE:g} counts as outside)"
-                        + (f", most in {STATISTIC_LABELS[worst[0]]} of phase {worst[1]} (z = {zs[worst]:+.1f})."
+        messages.append(f"The image lies outside what the model makes: its distance {d:.2f} is above "
+                        + (f"{band['q99']:.2f}, what 99 % of the model's own images of this size reach"
+                           if math.isfinite(band["q99"]) else "what the model's own images reach")
+                        + (f"; most in {STATISTIC_LABELS[worst[0]]} of phase {worst[1]} (z = {zs[worst]:+.2f})."
                            if worst else "."))
+    far = sorted((k for k in zs if abs(zs[k]) > Z_WARNING), key=lambda k: -abs(zs[k]))
+    if far:
+        share = band["share_z_over_2"]
+        messages.append(
+            f"{'This fitted statistic lies' if len(far) == 1 else 'These fitted statistics lie'} more than "
+            f"{Z_WARNING:g} one-slice standard deviations from the model's prediction: "
+            + ", ".join(f"{STATISTIC_LABELS[k[0]]} of phase {k[1]} (z = {zs[k]:+.2f})" for k in far)
+            + (f" ({share:.0%} of the model's own images of this size have at least one such statistic)."
+               if math.isfinite(share) else "."))
     return {
-        "match": best, "distance": d, "confirmed_distance": confirmed, "outside": outside, "warnings": messages,
+        "match": best, "best_fit": best_fit, "distance": d, "verdict": verdict, "confirmed_distance": confirmed,
+        "outside": outside, "warnings": messages,
         "statistics": table, "fitted_statistics": list(statistics), "phase_map": {str(k): v for k, v in mapping.items()},
         "image": {"shape": list(labels.shape), "tiles": len(tiles), "tile": tile, "pixel_size_um": dx if (pixel_size or model_dx) else None},
         "calibrated_range": {n: [float(grids[n][0]), float(grids[n][-1])] for n in grids},
         "confirm_seed": seed if confirm else None, "seconds": round(time.perf_counter() - started, 2),
-        "generated_slice": gen_slice, "image_slice": labels if labels.ndim == 2 else labels[labels.shape[0] // 2],
+        "generated_slice": gen_slice, "image_slice": image_slice, "image_tile": central_tile(image_slice, tile),
     }
+
+
+def central_tile(image: np.ndarray, tile: int) -> np.ndarray:
+    """The central ``tile x tile`` pixels of a 2D image (all of it along a side that is shorter)."""
+    top, left = max(0, (image.shape[0] - tile) // 2), max(0, (image.shape[1] - tile) // 2)
+    return image[top: top + tile, left: left + tile]
+
+
+def _round_to_step(value: float, step: float, low: float, high: float) -> float:
+    """``value`` rounded to a multiple of ``step``, moved one step inwards if that leaves [low, high]."""
+    if not (isinstance(step, (int, float)) and not isinstance(step, bool) and step > 0 and math.isfinite(step)):
+        raise ValueError(f"step must be a positive number, got {step!r}.")
+    count = round(value / step)
+    if count * step > high + 1e-12 and (count - 1) * step >= low - 1e-12:
+        count -= 1
+    elif count * step < low - 1e-12 and (count + 1) * step <= high + 1e-12:
+        count += 1
+    return round(count * step, 10)
+
+
+def _expected_range(n: int) -> float:
+    """Expected range (largest - smallest) of ``n`` standard normal draws: 1.128 for 2, 2.534 for 6 (the
+    d2 of quality control); turns a seed band into a standard deviation."""
+    x = np.linspace(-9.0, 9.0, 3601)
+    cdf = 0.5 * (1.0 + np.vectorize(math.erf)(x / math.sqrt(2.0)))
+    return float(np.sum(1.0 - cdf ** n - (1.0 - cdf) ** n) * (x[1] - x[0]))
+
+
+def model_distance_band(calibration: dict, attrs: dict, keys, scale: dict, n_tiles: int, grids: dict, *,
+                        draws: int = BAND_DRAWS, seed: int = 0) -> dict:
+    """The distances the model's own images of ``n_tiles`` tiles reach against its calibration at ``attrs``.
+
+    Each fitted statistic k of such an image (the mean over its tiles) is drawn from a normal around the
+    calibrated mean m_k at ``attrs`` with variance ``sd_k^2 / n + tau_k^2 + seed_sd_k^2 / seeds``: sd_k is the
+    calibrated one-tile standard deviation; seed_sd_k = (seed_high - seed_low) / d2(seeds) the standard
+    deviation of one calibration volume's mean, from its seed band; tau_k^2 = max(0, seed_sd_k^2 - sd_k^2 / T)
+    (T tiles per calibration volume) the volume-to-volume part that more tiles of one image do not average
+    away; seed_sd_k^2 / seeds the error of the calibrated mean itself. The statistics are drawn independently
+    (the calibration stores no correlations). Each simulated image is then fitted like a user's image (the
+    best value on ``grids``, one attribute at a time from ``attrs``) and its distance recorded.
+
+    Returns
+    -------
+    dict
+        ``median``, ``q90``, ``q99`` of the simulated distances, ``share_z_over_2`` (the share of simulated
+        images with a fitted statistic of |z| > ``Z_WARNING``), ``tiles``, ``draws``; NaN entries when no
+        fitted statistic has a calibrated spread.
+    """
+    seeds = max(2, int(calibration.get("seeds", 2)))
+    per_volume = 3 * max(1, int(calibration.get("slices_per_axis", 1)))
+    at = predict(calibration, attrs)
+    d2 = _expected_range(seeds)
+    usable, centre, spread = [], [], []
+    for stat, phase in keys:
+        entry, s = at[stat][phase], scale.get((stat, phase), math.nan)
+        sd, low, high = entry["sd"], entry["seed_low"], entry["seed_high"]
+        if not all(math.isfinite(v) for v in (entry["mean"], sd, low, high, s)) or s <= 0:
+            continue
+        seed_sd = (high - low) / d2
+        between = max(0.0, seed_sd ** 2 - sd ** 2 / per_volume)
+        usable.append((stat, phase))
+        centre.append(entry["mean"])
+        spread.append(math.sqrt(sd ** 2 / n_tiles + between + seed_sd ** 2 / seeds))
+    empty = {"median": math.nan, "q90": math.nan, "q99": math.nan, "share_z_over_2": math.nan,
+             "tiles": int(n_tiles), "draws": 0}
+    if not usable:
+        return empty
+    rng = np.random.default_rng(seed)
+    weights = np.array([scale[k] for k in usable])
+    z = (np.array(centre) + rng.standard_normal((draws, len(usable))) * np.array(spread)) / weights   # (R, K)
+    best_d = np.full(draws, np.inf)
+    best_z = np.zeros_like(z)
+    for name in grids:
+        curves = predict(calibration, {**attrs, name: grids[name]})
+        m = np.stack([np.asarray(curves[s][p]["mean"], float) for s, p in usable]) / weights[:, None]      # (K, G)
+        m = np.where(np.isfinite(m), m, np.nan)
+        d_sq = ((z ** 2).sum(1)[:, None] - 2 * z @ np.nan_to_num(m) + np.nan_to_num(m ** 2).sum(0)[None]) / len(usable)
+        d_sq[:, ~np.all(np.isfinite(m), axis=0)] = np.inf
+        index = np.argmin(d_sq, axis=1)
+        d = np.sqrt(np.maximum(d_sq[np.arange(draws), index], 0.0))
+        better = d < best_d
+        best_d[better] = d[better]
+        best_z[better] = z[better] - m[:, index].T[better]
+    return {"median": float(np.median(best_d)), "q90": float(np.quantile(best_d, TYPICAL_QUANTILE)),
+            "q99": float(np.quantile(best_d, EDGE_QUANTILE)),
+            "share_z_over_2": float(np.mean(np.any(np.abs(best_z) > Z_WARNING, axis=1))),
+            "tiles": int(n_tiles), "draws": int(draws)}
+
+
+def judge(distance: float, band: dict, n_tiles: int, tile: int) -> dict:
+    """The verdict on a match's ``distance`` against :func:`model_distance_band`'s ``band``: label
+    ("typical", "edge", "outside"), a sentence with the band's numbers, and the band itself."""
+    if not math.isfinite(distance):
+        label = "outside"
+    elif not math.isfinite(band["q99"]):
+        label = "typical" if distance <= 1 else "edge" if distance <= 2 else "outside"    # no band: the old rule
+    else:
+        label = "typical" if distance <= band["q90"] else "edge" if distance <= band["q99"] else "outside"
+    size = f"{n_tiles} tile{'s' if n_tiles != 1 else ''} of {tile}²"
+    band_text = (f"the model's own images of this size ({size}) reach {band['median']:.2f} typically, at most "
+                 f"{band['q90']:.2f} in 9 of 10 and {band['q99']:.2f} in 99 of 100" if math.isfinite(band["q99"])
+                 else "the calibration has no spread to compare with: judged by distance 1 and 2")
+    return {"label": label, "text": f"distance {distance:.2f}: {VERDICTS[label]} ({band_text})",
+            "band_text": band_text, "distance": distance, **band}
 
 
 def _mean_sd(sweeps: dict, stat: str, phase: str) -> float:
@@ -303,6 +441,8 @@ def format_match(result: dict) -> str:
                 if result.get("confirmed_distance") is not None else "")
              + f"   [{result['image']['tiles']} tile(s) of {result['image']['tile']}², phases "
              + ", ".join(f"{a}->{b}" for a, b in result["phase_map"].items()) + "]"]
+    if result.get("verdict"):
+        lines.append(f"verdict: {result['verdict']['text']}")
     lines.append(f"{'statistic':>15} {'phase':>5} {'image':>8} {'predicted':>9} {'10-90 %':>15} {'generated':>9} {'z':>6}")
     for stat, per_phase in result["statistics"].items():
         for phase, e in per_phase.items():

@@ -12,8 +12,8 @@ import torch
 from slicegan_core.calibrate import calibrate, save_calibration
 from slicegan_core.cli import main
 from slicegan_core.generate import load_model
-from slicegan_core.match import (as_label_image, format_match, load_micrograph, map_phases, match,
-                                 micrograph_tiles)
+from slicegan_core.match import (_expected_range, as_label_image, format_match, load_micrograph, map_phases,
+                                 match, micrograph_tiles, model_distance_band)
 from slicegan_core.synthetic import synthesize
 
 TILE = 48
@@ -144,7 +144,9 @@ def test_cli_calibrate_then_match_writes_json(trained_run, tmp_path, capsys):
     report = json.loads((tmp_path / "out.json").read_text())
     assert set(report["match"]) == {"alpha"} and 0.2 <= report["match"]["alpha"] <= 0.5
     assert report["distance"] >= 0 and "ln_chord_sigma" in report["statistics"]
-    assert "match: alpha" in capsys.readouterr().out
+    assert report["verdict"]["label"] in ("typical", "edge", "outside") and report["verdict"]["q99"] > 0
+    out = capsys.readouterr().out
+    assert "match: alpha" in out and "verdict: distance" in out
 
 
 def test_stored_calibration_is_used_by_match(trained_run, tmp_path):
@@ -153,3 +155,84 @@ def test_stored_calibration_is_used_by_match(trained_run, tmp_path):
     save_calibration(model_dir, calibrate(model, values=2, seeds=2, tile=32, slices_per_axis=1, progress=False))
     image = model.generate({"alpha": 0.3}, seed=5, shape=(8, 64, 64))[4]
     assert "alpha" in match(load_model(model_dir, device="cpu"), image, confirm=False)["match"]
+
+
+def flat_calibration(k: int = 9, sd: float = 1.0, seed_range: float = 0.0) -> dict:
+    """A hand-made calibration: k statistics (one phase each) that do not depend on alpha, each with one-tile
+    standard deviation ``sd`` and a seed band ``seed_range`` wide (6 seeds, 12 tiles per volume)."""
+    entry = {"mean": [1.0, 1.0], "sd": [sd, sd], "q10": [0.0, 0.0], "q90": [2.0, 2.0],
+             "seed_low": [1.0 - seed_range / 2] * 2, "seed_high": [1.0 + seed_range / 2] * 2}
+    stats = [f"s{i}" for i in range(k)]
+    return {"tile": 32, "seeds": 6, "slices_per_axis": 4, "phases": [0], "statistics": stats,
+            "attributes": {"alpha": {"values": [0.0, 1.0], "other_attributes": {},
+                                     "curves": {s: {"0": dict(entry)} for s in stats}}}}
+
+
+def test_expected_range_of_normal_draws():
+    assert _expected_range(2) == pytest.approx(1.128, abs=0.002)
+    assert _expected_range(6) == pytest.approx(2.534, abs=0.002)
+
+
+@pytest.mark.parametrize("tiles", [1, 4])
+def test_distance_band_of_independent_statistics_is_chi(tiles):
+    """Flat curves, sd 1, no seed spread: an image of n tiles has 9 independent z ~ N(0, 1/n), so d^2 is
+    chi^2_9 / (9 n): median sqrt(8.343 / 9n), 90 % sqrt(14.684 / 9n), 99 % sqrt(21.666 / 9n)."""
+    calibration = flat_calibration()
+    keys = [(s, "0") for s in calibration["statistics"]]
+    band = model_distance_band(calibration, {"alpha": 0.5}, keys, {k: 1.0 for k in keys}, tiles,
+                               {"alpha": np.linspace(0, 1, 11)}, draws=4000)
+    for name, chi2 in (("median", 8.343), ("q90", 14.684), ("q99", 21.666)):
+        assert band[name] == pytest.approx(np.sqrt(chi2 / 9 / tiles), rel=0.06), (name, band)
+    assert band["share_z_over_2"] == pytest.approx(1 - (1 - 0.0455) ** 9 if tiles == 1 else 1 - (1 - 6.3e-5) ** 9,
+                                                   abs=0.03)
+    assert band["tiles"] == tiles and band["draws"] == 4000
+
+
+def test_distance_band_keeps_the_volume_to_volume_spread():
+    """A seed band wider than 12 independent tiles explain adds a floor that more tiles do not average away."""
+    sd, seeds_sd = 1.0, 0.6               # 12 independent tiles would give a seed sd of 1 / sqrt(12) = 0.29
+    calibration = flat_calibration(sd=sd, seed_range=seeds_sd * _expected_range(6))
+    keys = [(s, "0") for s in calibration["statistics"]]
+    band = model_distance_band(calibration, {"alpha": 0.5}, keys, {k: 1.0 for k in keys}, 10_000,
+                               {"alpha": np.linspace(0, 1, 11)}, draws=4000)
+    floor = np.sqrt(seeds_sd ** 2 - sd ** 2 / 12 + seeds_sd ** 2 / 6)      # between volumes + calibrated mean
+    assert band["median"] == pytest.approx(floor * np.sqrt(8.343 / 9), rel=0.06)
+
+
+def test_verdict_of_the_models_own_image_and_of_a_foreign_one(synthetic_model):
+    own = match(synthetic_model, truth_image(0.35, size=144), confirm=False)
+    verdict = own["verdict"]
+    assert verdict["label"] == "typical" and verdict["distance"] <= verdict["q90"], verdict
+    assert 0 < verdict["median"] < verdict["q90"] < verdict["q99"] and verdict["tiles"] == 9
+    assert "typical of the model's own slices" in verdict["text"] and "9 tiles of 48²" in verdict["text"]
+    assert "verdict: distance" in format_match(own)
+    one_tile = match(synthetic_model, truth_image(0.35, size=48), confirm=False)["verdict"]
+    assert one_tile["q99"] > 1.5 * verdict["q99"]        # one tile scatters more: the band is wider
+    # Twice the grain size: chords are twice as long (mean ln chord + 0.69), fractions are unchanged
+    coarse = np.kron(truth_image(0.35), np.ones((2, 2), np.uint8))
+    result = match(synthetic_model, coarse, confirm=False)
+    assert result["verdict"]["label"] == "outside" and result["outside"]
+    assert any("outside what the model makes" in w for w in result["warnings"])
+
+
+def test_a_fitted_statistic_beyond_two_standard_deviations_is_named(synthetic_model):
+    coarse = np.kron(truth_image(0.35), np.ones((2, 2), np.uint8))
+    result = match(synthetic_model, coarse, confirm=False)
+    far = [w for w in result["warnings"] if "more than 2 one-slice standard deviations" in w]
+    assert len(far) == 1 and "mean ln chord of phase 0 (z = " in far[0], result["warnings"]
+    assert "of the model's own images of this size have at least one" in far[0]
+    z = result["statistics"]["ln_chord_mean"]["0"]["z"]
+    assert z > 2 and f"{z:+.2f}" in far[0]
+    assert result["statistics"]["vf"]["0"]["z"] is None          # not fitted: no z
+    quiet = match(synthetic_model, truth_image(0.35, size=144), confirm=False)
+    assert all(abs(e["z"]) <= 2 for per in quiet["statistics"].values() for e in per.values() if e["fitted"]) == \
+        (not any("one-slice standard deviations" in w for w in quiet["warnings"]))
+
+
+def test_match_rounds_to_the_step_it_is_given(synthetic_model):
+    result = match(synthetic_model, truth_image(0.35), seed=7, step=0.005)
+    value, fit = result["match"]["alpha"], result["best_fit"]["alpha"]
+    assert abs(value / 0.005 - round(value / 0.005)) < 1e-9 and abs(value - fit) <= 0.0025 + 1e-9
+    assert result["image_tile"].shape == result["generated_slice"].shape == (TILE, TILE)   # shown at one scale
+    with pytest.raises(ValueError, match="step must be a positive number"):
+        match(synthetic_model, truth_image(0.35), step=0, confirm=False)
