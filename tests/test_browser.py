@@ -10,6 +10,7 @@ chromium`, done by .ci/run); nothing is downloaded.
 docs/train.png.
 """
 import io
+import json
 import os
 import shutil
 import signal
@@ -190,15 +191,32 @@ def test_view_draws_follows_the_slider_and_exports(server, browser, tmp_path):
         f"alpha {a:.3f}: drawn (WebGL) {draw:.0f}, iframe loaded {load:.0f}, confirmed by screenshot {shot:.0f}"
         for a, load, draw, shot in timings))
 
-    with page.expect_download(timeout=60_000) as download:
-        page.get_by_role("button", name="Download TIFF").click()
-    target = tmp_path / download.value.suggested_filename
-    download.value.save_as(target)
-    with zipfile.ZipFile(target) as archive:
-        (tif_name,) = [n for n in archive.namelist() if n.endswith(".tif")]
-        assert tif_name + ".json" in archive.namelist()
-        volume = tifffile.imread(io.BytesIO(archive.read(tif_name)))
+    def download_tiff():
+        """(tif name, volume, ImageJ metadata, sidecar) of the zip the Download TIFF button hands over."""
+        with page.expect_download(timeout=60_000) as download:
+            page.get_by_role("button", name="Download TIFF").click()
+        target = tmp_path / f"{len(list(tmp_path.iterdir()))}_{download.value.suggested_filename}"
+        download.value.save_as(target)
+        with zipfile.ZipFile(target) as archive:
+            (tif_name,) = [n for n in archive.namelist() if n.endswith(".tif")]
+            sidecar = json.loads(archive.read(tif_name + ".json"))
+            with tifffile.TiffFile(io.BytesIO(archive.read(tif_name))) as tif:
+                return tif_name, tif.asarray(), tif.imagej_metadata, sidecar
+
+    tif_name, volume, meta, sidecar = download_tiff()
     assert volume.shape == (64, 64, 64) and f"alpha{timings[-1][0]:g}" in tif_name
+    # the default model has no voxel size: the TIFF claims no physical unit (ImageJ shows pixels)
+    assert "unit" not in meta and "spacing" not in meta and sidecar["voxel_size_um"] is None
+    field = page.get_by_label("Voxel size (µm)", exact=True).and_(page.locator("input"))
+    field.fill("0.5")
+    field.press("Enter")
+    page.get_by_text("Every file states 0.5 µm per voxel.").wait_for(timeout=60_000)
+    for _ in range(20):                        # the button's data follows once the rerun is done
+        tif_name, volume, meta, sidecar = download_tiff()
+        if sidecar["voxel_size_um"] is not None:
+            break
+        page.wait_for_timeout(500)
+    assert meta["unit"] == "um" and meta["spacing"] == pytest.approx(0.5) and sidecar["voxel_size_um"] == 0.5
     offline = ("data:", "blob:", "about:", server["url"], server["url"].replace("127.0.0.1", "localhost"))
     assert [url for url in requested if not url.startswith(offline)] == []      # the page needs no internet
     page.close()
