@@ -17,7 +17,7 @@ import streamlit as st
 from PIL import Image
 
 from slicegan_core import jobs, scene, synthesize
-from slicegan_core.config import PRESETS
+from slicegan_core.config import PRESETS, check_voxel_size
 from slicegan_core.data import IMAGE_EXTENSIONS, IMAGE_TYPES, DatasetSpec, load_training_data
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,9 +170,15 @@ with st.expander("New run", expanded=not any(r.active for r in runs) or "launch_
     steps = middle.number_input("Generator steps", 1, 100_000, key=f"steps_{preset}", persist_state="session",
                                 value=min(100_000, int(defaults["steps"])) if defaults.get("preset") == preset
                                 and defaults.get("steps") else PRESETS[preset][1]["steps"])
-    voxel_size = right.number_input("Voxel size (µm, 0 = unknown)", 0.0, 1e4,
-                                    float(defaults.get("voxel_size_um", 0.0)),
-                                    format="%.4g", key="voxel", persist_state="session")
+    voxel_size = right.number_input("Voxel size (µm)", value=defaults.get("voxel_size_um") or None, step=0.1,
+                                    format="%.4g", placeholder="unknown", key="voxel", persist_state="session",
+                                    help="Micrometres per pixel of the training images, recorded in the model "
+                                         "and its exports; leave it empty if unknown (lengths stay in voxels).")
+    try:
+        voxel_size = check_voxel_size(voxel_size, "The voxel size")
+    except ValueError:
+        problem = problem or (f"The voxel size must be a positive number of micrometres (got {voxel_size:g}); "
+                              "correct it, or clear the field if it is unknown.")
     threads = right.number_input("CPU threads (0 = all)", 0, 64,
                                  min(64, int(defaults.get("threads", 0))), key="threads", persist_state="session")
     most, unit = jobs.max_processes()

@@ -361,3 +361,43 @@ def test_slice_island_density_equals_counting_every_slice_of_every_axis_by_hand(
     assert ndimage.label(rod)[1] == 1
     with pytest.raises(ValueError, match="3D"):
         slice_island_density(rod[0])
+
+
+# ---- histogram bins and ticks ------------------------------------------------------------------------------
+
+def test_log_bins_of_whole_voxel_chords_have_no_empty_bin_and_edges_between_whole_numbers():
+    from slicegan_core.metrics import chord_lengths, log_bin_edges
+
+    volume = synthesize(shape=(48, 48, 48), sigma=0.35, median_esd=8, phase_fractions=(0.5, 0.5), seed=3).labels
+    chords = chord_lengths(volume, phases=[0], voxel_size=0.5)[0].pooled       # whole voxels of 0.5 um
+    edges = log_bin_edges(chords)
+    counts, _ = np.histogram(chords, bins=edges)
+    assert counts.sum() == chords.size and counts.min() > 0                 # every chord in, no bin empty
+    assert 10 <= len(counts) <= 30
+    inner = edges[1:-1] / 0.5                            # each edge at sqrt(n (n + 1)) voxels, between n and n + 1
+    assert np.allclose(inner ** 2, np.floor(inner) * np.ceil(inner))
+    assert edges[1] == pytest.approx(0.5 * np.sqrt(chords.min() / 0.5 * (chords.min() / 0.5 + 1)))
+    plain = np.histogram(chords, bins=np.geomspace(chords.min(), chords.max() * 1.001, 31))[0]
+    assert plain.min() == 0                                                  # what the plain log bins gave
+
+
+def test_log_bins_of_dense_values_are_log_spaced_and_bad_input_is_refused():
+    from slicegan_core.metrics import log_bin_edges
+
+    sizes = np.random.default_rng(0).lognormal(2.0, 0.5, 100_000)
+    edges = log_bin_edges(np.append(sizes, [0.0, -1.0, np.nan]), bins=20)   # non-positive, NaN ignored
+    widths = np.diff(np.log(edges))                      # log-spaced where the sizes are dense (not the sparse tails)
+    assert 18 <= len(widths) <= 20 and np.allclose(widths[3:-3], np.log(edges[-1] / edges[0]) / 20, rtol=0.05)
+    with pytest.raises(ValueError, match="two distinct positive sizes"):
+        log_bin_edges([3.0, 3.0, 0.0])
+    with pytest.raises(ValueError, match="bins must be a whole number"):
+        log_bin_edges(sizes, bins=0)
+
+
+def test_log_ticks_are_one_two_five_and_denser_on_a_short_range():
+    from slicegan_core.metrics import log_ticks
+
+    assert log_ticks(0.8, 120) == [1, 2, 5, 10, 20, 50, 100]
+    assert log_ticks(3, 9) == [3, 5, 7] and log_ticks(3.5, 4.5) == [4]
+    with pytest.raises(ValueError, match="low < high"):
+        log_ticks(5, 5)

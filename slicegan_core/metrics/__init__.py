@@ -21,6 +21,8 @@ Every function takes ``labels`` (an (H, W) image or (D, H, W) volume of integer 
 :func:`intensity_histogram`               grayscale / colour histograms
 :func:`otsu_two_point_correlation`        S2 of the Otsu-thresholded bright phase
 :func:`phase_statistics`                  all size statistics at once (used by evaluate)
+:func:`log_bin_edges`                     log-spaced histogram bins between the discrete sizes a grid gives
+:func:`log_ticks`                         1-2-5 ticks for a log axis, each labelled in full
 ========================================  =========================================================
 """
 from .chords import ChordLengths, chord_lengths
@@ -28,6 +30,7 @@ from .correlation import TwoPointCorrelation, two_point_correlation
 from .features import FeatureSizes, feature_sizes, label_features
 from .fractions import phase_fractions
 from .islands import island_density, slice_island_density
+from .histogram import log_bin_edges, log_ticks
 from .grayscale import IntensityHistogram, ThresholdCorrelation, intensity_histogram, otsu_two_point_correlation
 from .lognormal import LogNormalFit, fit_lognormal
 from .spread import DEFAULT_MIN_VOXELS, SizeSpread, SpreadComparison, compare_size_spread, size_spread
@@ -47,4 +50,5 @@ __all__ = [
     "island_density", "slice_island_density",
     "IntensityHistogram", "ThresholdCorrelation", "intensity_histogram", "otsu_two_point_correlation",
     "PhaseStatistics", "phase_statistics",
+    "log_bin_edges", "log_ticks",
 ]
