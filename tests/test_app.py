@@ -371,6 +371,17 @@ def test_synthetic_data_previews_patches_checks_values_and_launches_with_its_rec
     assert app.text_input(key="run_name").value != "synthetic-run"     # a fresh name for the next run
 
 
+def test_the_voxel_size_starts_unknown_and_refuses_zero(app, runs_dir):
+    open_train(app)
+    field = app.number_input(key="voxel")
+    assert field.label == "Voxel size (µm)" and field.value is None
+    assert not [b for b in app.button if b.label == "Launch training"][0].disabled
+    field.set_value(0.0)
+    rerun(app)
+    assert "The voxel size must be a positive number of micrometres (got 0)" in app.error[0].value
+    assert [b for b in app.button if b.label == "Launch training"][0].disabled
+
+
 def test_the_new_run_form_keeps_its_values_and_a_new_session_starts_from_the_last_run(app, runs_dir):
     open_train(app)
     app.selectbox(key="preset").set_value("tiny")
