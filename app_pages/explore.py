@@ -528,7 +528,8 @@ formats = [f for f in FORMATS if f != ".dream3d" or model.image_type == "n-phase
 suffix = left.selectbox("Format", formats, format_func=FORMATS.get, key="export_format")
 sizes = {side: f"as shown ({side}³)"} | {s: f"{s}³" for s in EXPORT_SIZES if s > side}
 export_side = middle.selectbox("Size", list(sizes), format_func=sizes.get, key=f"export_size_{side}")
-if st.session_state.get("export_voxel_model") != model_path:   # a model's own voxel size, or unknown
+if st.session_state.get("export_voxel_model") != model_path or "export_voxel_size" not in st.session_state:
+    # a model's own voxel size, or unknown; again after another page (Streamlit drops an unshown widget's value)
     st.session_state.export_voxel_model = model_path
     st.session_state.export_voxel_size = voxel_size
 export_voxel = voxel_column.number_input(

@@ -254,6 +254,7 @@ def test_explore_opens_a_training_runs_model(trained_run, runs_dir):
     rerun(at)
     assert len(views(at)) == 1
     assert at.slider(key="attr_alpha").value == pytest.approx(0.35)     # kept: inside this model's slider too
+    assert at.number_input(key="export_voxel_size").value == 0.5      # the export states the run's voxel size
     jump = at.pills(key="attr_alpha_jump")
     assert jump.label == "Trained alpha values (click to jump)" and jump.options == ["0.2", "0.5"]
     assert any("no synthetic recipe" in c.value for c in at.caption)
