@@ -3,6 +3,7 @@
 (Not ``pages/``: Streamlit runs a folder of that name next to the entry script as an old-style multipage app on
 a fresh server's first request, so a bookmarked /train would open without this navigation.)
 """
+import time
 import warnings
 from pathlib import Path
 
@@ -15,7 +16,19 @@ warnings.filterwarnings("ignore", message="Plotter.export_html is deprecated")
 # A local icon: a ":material/...:" page icon would be fetched from fonts.gstatic.com, and the app works offline.
 st.set_page_config(page_title="SliceGAN Studio", page_icon=str(Path(__file__).parent / "app_pages" / "favicon.png"),
                    layout="wide")
-st.navigation([
+page = st.navigation([
     st.Page("app_pages/explore.py", title="Explore", icon=":material/view_in_ar:", default=True),
     st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
-]).run()
+])
+# A session's first run imports PyTorch and PyVista and loads the model before the page draws anything (about
+# 15 s on a fresh server): say so at once, before any of that work, and clear it when the page has been drawn.
+loading = st.empty()
+if "app_loaded" not in st.session_state:
+    st.session_state.first_run_started = time.perf_counter()
+    loading.info("Loading SliceGAN Studio: starting PyTorch and the model, about 15 s on first start…",
+                 icon=":material/hourglass_top:")
+try:
+    page.run()
+    st.session_state.app_loaded = True
+finally:
+    loading.empty()

@@ -26,10 +26,10 @@ from slicegan_core.data import load_image
 from slicegan_core.calibrate import STATISTIC_LABELS, calibration_status, describe_value
 from slicegan_core.config import check_voxel_size
 from slicegan_core.export import provenance, save_volume, sidecar_files
-from slicegan_core.match import match, read_micrograph
+from slicegan_core.match import VERDICTS, match, read_micrograph
 
 try:  # the metrics package is optional here: without it the page shows the volume only
-    from slicegan_core.metrics import compare_size_spread, phase_statistics, size_spread
+    from slicegan_core.metrics import compare_size_spread, log_bin_edges, log_ticks, phase_statistics, size_spread
 except ImportError:
     compare_size_spread = phase_statistics = size_spread = None
 
@@ -40,6 +40,7 @@ VIEW_SIZES = (32, 48, 64, 96, 128)
 EXPORT_SIZES = (128, 192, 256, 384)
 FORMATS = {".tif": "TIFF (ImageJ / Fiji)", ".npy": "NumPy .npy", ".vti": "VTK .vti (ParaView)",
            ".dream3d": "DREAM3D 6 .dream3d (+ .xdmf for ParaView)", ".zarr": "OME-Zarr 0.4 (napari, Fiji)"}
+FEW_GRAINS = 100  # grains per phase below which the ESD histogram is coarse: a hint suggests a larger volume
 SECONDS_PER_VOXEL = 2e-6  # first guess for export progress, replaced by this machine's measured speed
 
 
@@ -138,12 +139,12 @@ def run_match(path: str, stamp: float):
     if upload is None:
         return
     try:
-        result = match(get_model(path, stamp), read_micrograph(upload.getvalue(), upload.name))
+        result = match(get_model(path, stamp), read_micrograph(upload.getvalue(), upload.name), step=SLIDER_STEP)
     except ValueError as error:
         st.session_state.match_error = str(error)
         return
-    for name, value in result["match"].items():
-        st.session_state[f"attr_{name}"] = round(round(value / SLIDER_STEP) * SLIDER_STEP, 3)
+    for name, value in result["match"].items():   # already on the slider's steps: the slider shows what is reported
+        st.session_state[f"attr_{name}"] = round(value, 3)
     st.session_state.match_result = (path, upload.name, result)
 
 
@@ -361,7 +362,11 @@ else:
         views(volumes, shape)
     with right:
         cuts(volumes, shape)
-st.caption(f"Generated in {generate_s:.2f} s" if generate_s > 0.05 else "From the cache")
+first_load_s = None if st.session_state.get("app_loaded") else \
+    time.perf_counter() - st.session_state.get("first_run_started", time.perf_counter())    # set by app.py
+st.caption((f"Generated in {generate_s:.2f} s" if generate_s > 0.05 else "From the cache")
+           + (f"; opening the page took {first_load_s:.0f} s (starting PyTorch and loading the model, once per "
+              "server)" if first_load_s and first_load_s > 3 else ""))
 
 # ---- match an image -------------------------------------------------------------------------------------
 
@@ -382,26 +387,53 @@ else:
     matched = st.session_state.get("match_result")
     if matched and matched[0] == model_path:
         _, source, result = matched
-        st.success(f"Matched {describe(result['match'])}: distance {result['distance']:.2f} "
-                   f"(confirmed by generating: {result['confirmed_distance']:.2f}), from "
-                   f"{result['image']['tiles']} tile(s) of {result['image']['tile']}² pixels.",
-                   icon=":material/target:")
+        on_slider = ", ".join(f"{k} = {v:.3f}" for k, v in result["match"].items())   # the slider's format
+        fits = ", ".join(f"{v:.4g}" for v in result["best_fit"].values())
+        st.success(f"Matched {on_slider} (set on the slider; best fit {fits}, rounded to the slider's step of "
+                   f"{SLIDER_STEP:g}): distance {result['distance']:.2f} (confirmed by generating: "
+                   f"{result['confirmed_distance']:.2f}), from {result['image']['tiles']} tile(s) of "
+                   f"{result['image']['tile']}² pixels.", icon=":material/target:")
+        verdict = result["verdict"]
+        badge = {"typical": "green", "edge": "orange", "outside": "red"}[verdict["label"]]
+        st.markdown(f":{badge}-badge[{VERDICTS[verdict['label']]}] Distance {result['distance']:.2f}; "
+                    f"{verdict['band_text']}.",
+                    help="The band: distances that images of the model itself, of as many tiles as yours, reach "
+                         "against its calibration at the matched value (simulated from the calibration's one-slice "
+                         "spread and seed bands; docs/matching.md, \"Verdict\").")
         for message in result["warnings"]:
             st.warning(message, icon=":material/warning:")
+        tile, shown = result["image"]["tile"], result["image_tile"]
+        height, width = result["image_slice"].shape
         left, right = st.columns(2)
-        left.image(scene.cut_image(result["image_slice"][None], phases, 0, 0), caption=f"your image: {source}",
-                   width="stretch")
-        right.image(scene.cut_image(result["generated_slice"][None], phases, 0, 0),
-                    caption=f"generated at {describe(result['match'])}, seed {result['confirm_seed']}",
-                    width="stretch")
+        left.image(scene.cut_image(shown[None], phases, 0, 0), width="stretch",
+                   caption=f"your image: {source}" + (f", central {shown.shape[0]} × {shown.shape[1]} of {height} × "
+                                                      f"{width} pixels" if shown.shape != (height, width) else ""))
+        right.image(scene.cut_image(result["generated_slice"][None], phases, 0, 0), width="stretch",
+                    caption=f"generated at {on_slider}, seed {result['confirm_seed']}, {tile} × {tile} voxels")
+        st.caption(f"Same scale: 1 pixel = 1 voxel. Both pictures show {tile} × {tile} pixels, the size of one "
+                   "calibration tile, at the same width; the match uses all tiles of your image.")
         rows = [{"statistic": STATISTIC_LABELS[stat], "phase": names.get(int(phase), phase),
                  "your image": entry["image"], "model (predicted)": entry["predicted"],
                  "10–90 % of model slices": f"{entry['band'][0]:.3g} to {entry['band'][1]:.3g}",
-                 "generated": entry["generated"], "z": entry["z"], "fitted": entry["fitted"]}
+                 "generated": entry["generated"],
+                 "z": f"{entry['z']:+.2f}" if entry["z"] is not None else "—", "fitted": entry["fitted"]}
                 for stat, per_phase in result["statistics"].items() for phase, entry in per_phase.items()]
-        st.dataframe(rows, hide_index=True,
-                     column_config={k: st.column_config.NumberColumn(format="%.3f")
-                                    for k in ("your image", "model (predicted)", "generated", "z")})
+        number = st.column_config.NumberColumn
+        st.dataframe(rows, hide_index=True, column_config={
+            "your image": number(format="%.3f", help="Mean of the statistic over your image's tiles."),
+            "model (predicted)": number(format="%.3f", help="Calibrated mean of one generated slice at the "
+                                                            "matched value."),
+            "10–90 % of model slices": st.column_config.TextColumn(help="80 % of the model's slices at the matched "
+                                                                        "value lie in this range."),
+            "generated": number(format="%.3f", help="Mean over slices of one volume generated at the match "
+                                                    f"(seed {result['confirm_seed']})."),
+            "z": st.column_config.TextColumn(help="(your image − model) / the model's one-slice standard deviation; "
+                                                  "only for fitted statistics (— otherwise). |z| > 2 is warned about."),
+            "fitted": st.column_config.CheckboxColumn(help="Whether the statistic enters the distance. Area "
+                                                           "fractions are checked instead; islands are reported only.")})
+        st.caption("z: how many standard deviations of one model slice your image's value lies from the model's "
+                   "(— for statistics that are not fitted). fitted: the statistic enters the distance, the RMS of "
+                   "the fitted z's; area fraction and islands are shown for comparison only.")
 
 # ---- statistics -----------------------------------------------------------------------------------------
 
@@ -480,7 +512,7 @@ else:
                          f"mean chord ({unit})": round(stat.chords.mean, 2),
                          "σ fit chords": round(stat.chord_fit.sigma, 3),
                          "islands / M voxels": round(stat.islands_per_million) if sizes else None})
-    st.dataframe(rows, hide_index=True)
+    st.dataframe(rows, hide_index=True, height="content")       # every row on screen, no scrolling
     st.caption("σ = standard deviation of ln(size), the quantity alpha steers. ESD = equivalent-sphere diameter "
                "of the grains found by a distance-watershed split of each phase; grains cut by the border are "
                "left out. Islands: single-phase pieces of at most 4 voxels (face-connected) per million voxels, "
@@ -488,7 +520,8 @@ else:
 
     def histograms() -> go.Figure:
         """Rows: grain ESD, chord length; one column per phase; every series as a density of ln(size) on
-        log-spaced bins shared within a panel."""
+        log-spaced bins shared within a panel, snapped between the sizes the voxel grid allows (log_bin_edges:
+        no empty bins by construction) and drawn as exact steps; ticks 1, 2, 5, 10, ... labelled in full."""
         measures = [(lambda s: s.sizes.diameters, "grain ESD"), (lambda s: s.chords.pooled, "chord length")]
         figure = make_subplots(2, len(phases), subplot_titles=[p["name"] for p in phases], shared_yaxes=True,
                                vertical_spacing=0.2)
@@ -499,26 +532,33 @@ else:
                 pooled = np.concatenate([d[d > 0] for _, d, _ in data])
                 if pooled.size < 2 or pooled.min() == pooled.max():
                     continue
-                edges = np.geomspace(pooled.min(), pooled.max() * 1.001, 31)
-                centres = np.sqrt(edges[:-1] * edges[1:])
+                edges = log_bin_edges(pooled)
                 for label, sizes, style in data:
                     counts, _ = np.histogram(sizes, bins=edges)
                     if counts.sum() < 2:
                         continue
                     density = counts / (counts.sum() * np.diff(np.log(edges)))
-                    figure.add_trace(go.Scatter(
-                        x=centres, y=density, mode="lines", name=label, legendgroup=label,
+                    figure.add_trace(go.Scatter(         # one step per bin, from its lower to its upper edge
+                        x=edges, y=np.append(density, density[-1]), mode="lines", name=label, legendgroup=label,
                         showlegend=row == 1 and column == 1,
-                        line={"shape": "hvh", "color": style.get("colour", phase["colour"]), "width": 2,
+                        line={"shape": "hv", "color": style.get("colour", phase["colour"]), "width": 2,
                               "dash": style["dash"]}, fill="tozeroy" if style.get("fill") else None),
                         row=row, col=column)
-                figure.update_xaxes(type="log", title_text=f"{title} ({unit})", row=row, col=column)
+                ticks = log_ticks(edges[0], edges[-1])
+                figure.update_xaxes(type="log", title_text=f"{title} ({unit})", tickvals=ticks,
+                                    ticktext=[f"{v:g}" for v in ticks], row=row, col=column)
             figure.update_yaxes(title_text="density of ln(size)", row=row, col=1)
         figure.update_layout(height=600, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                              legend={"orientation": "h", "y": -0.16, "x": 0})
         return figure
 
     st.plotly_chart(histograms(), key="histograms")
+    grains = [len(stat.sizes.diameters) for label, statistics, style in series if label.startswith("generated")
+              for stat in statistics.values()]
+    if grains and min(grains) < FEW_GRAINS:
+        st.caption(f":material/info: Few grains at this volume size ({min(grains)} to {max(grains)} per phase): "
+                   + ("choose a larger volume in the sidebar for a smoother histogram." if side < max(VIEW_SIZES)
+                      else "the ESD histogram stays coarse; an exported larger volume measures more grains."))
 
 # ---- export ------------------------------------------------------------------------------------------
 

@@ -268,6 +268,31 @@ def test_explore_opens_a_training_runs_model(trained_run, runs_dir):
     assert set(at.dataframe[0].value["volume"]) == {"generated", "synthetic truth"}
 
 
+def test_a_match_shows_its_verdict_the_slider_value_and_both_pictures_at_one_scale(app):
+    """A match result (as the uploader's callback leaves it) is drawn: the message names the slider's value, a
+    verdict with the band, pictures of one calibration tile each, and z as "—" where a statistic is not fitted.
+    The first run's loading message is gone."""
+    from slicegan_core import load_model
+    from slicegan_core.match import match
+    from slicegan_core.synthetic import synthesize
+
+    assert not any("Loading SliceGAN Studio" in element.value for element in app.info)
+    image = synthesize(shape=(160, 160, 8), sigma=0.475, median_esd=8.0, seed=105).labels[:, :, 4]
+    result = match(load_model(DEFAULT_MODEL), image, step=0.005)
+    app.session_state["match_result"] = (app.selectbox(key="model_path").value, "micrograph.png", result)
+    app.session_state["attr_alpha"] = result["match"]["alpha"]
+    rerun(app)
+    value = app.slider(key="attr_alpha").value
+    assert any(f"Matched alpha = {value:.3f} (set on the slider" in s.value for s in app.success)
+    assert any("the model's own images of this size (1 tile of 128²) reach" in m.value for m in app.markdown)
+    captions = [c.value for c in app.caption]
+    assert any(c.startswith("Same scale: 1 pixel = 1 voxel") for c in captions)
+    assert result["image_tile"].shape == result["generated_slice"].shape == (128, 128)
+    table = app.dataframe[0].value
+    assert set(table.loc[table["statistic"] == "area fraction", "z"]) == {"—"}
+    assert table.loc[table["fitted"], "z"].str.match(r"^[+-]\d+\.\d\d$").all()
+
+
 # ---- Train --------------------------------------------------------------------------------------------------
 
 def open_train(at):

@@ -74,6 +74,17 @@ document.addEventListener('DOMContentLoaded', watchView);
 """
 
 
+# When (page clock, ms from navigation) the loading message first shows: a MutationObserver from the first byte
+# on, so that a message the page clears again at once (a warm server) is seen too.
+LOADING_SCRIPT = """
+window.loadingSeenAt = null;
+new MutationObserver(() => {
+  if (window.loadingSeenAt === null && document.body
+      && document.body.innerText.includes('Loading SliceGAN Studio')) window.loadingSeenAt = performance.now();
+}).observe(document, {childList: true, subtree: true, characterData: true});
+"""
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -155,6 +166,23 @@ def drag_slider(page, slider, fraction: float) -> int:
     return released
 
 
+def test_a_fresh_session_shows_the_loading_message_at_once(server, browser):
+    """The first page of a fresh server (imports and model load) and a second fresh session on the warm server
+    both show "Loading SliceGAN Studio" within 2 s of navigation, and it is gone once the page is drawn."""
+    for server_state in ("fresh server", "warm server"):
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.add_init_script(LOADING_SCRIPT)
+        page.goto(server["url"], wait_until="commit")
+        page.wait_for_function("window.loadingSeenAt !== null", timeout=2000, polling=20)
+        seen = page.evaluate("window.loadingSeenAt")
+        assert seen < 2000, (server_state, seen)
+        page.get_by_role("button", name="Download TIFF").wait_for(timeout=180_000)
+        page.wait_for_timeout(500)
+        assert page.get_by_text("Loading SliceGAN Studio").count() == 0, server_state
+        print(f"\nloading message on screen {seen:.0f} ms after navigation ({server_state})")
+        page.close()
+
+
 def test_view_draws_follows_the_slider_and_exports(server, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page.add_init_script(TIMING_SCRIPT)
@@ -224,8 +252,8 @@ def test_view_draws_follows_the_slider_and_exports(server, browser, tmp_path):
 
 def test_match_panel_sets_the_slider_and_compares(server, browser, tmp_path):
     """Drop a 128^2 slice of the held-out synthetic truth at alpha 0.475 (or, without the default model's data,
-    a synthesized one) on "Match an image": the alpha slider moves to the match, both pictures and the
-    comparison table appear."""
+    a synthesized one) on "Match an image": the alpha slider moves to the match and the message names the same
+    value, the verdict with its band, both pictures at one scale and the comparison table appear."""
     from slicegan_core.synthetic import synthesize
 
     truth = ROOT / "runs" / "default_data" / "synthetic_sigma0.475.npy"
@@ -249,6 +277,23 @@ def test_match_panel_sets_the_slider_and_compares(server, browser, tmp_path):
     after = float(value.get_attribute("value"))
     assert after != before and 0.35 < after <= 0.6, (before, after)
     assert page.get_by_text("generated at alpha").count() >= 1
+    assert page.get_by_text(f"Matched alpha = {after:.3f} (set on the slider").count() == 1   # message = slider
+    # The verdict, with the band's numbers
+    verdict = page.get_by_text("the model's own images of this size (1 tile of 128²) reach")
+    assert verdict.count() == 1 and any(phrase in verdict.inner_text() for phrase in (
+        "typical of the model's own slices", "at the edge of what the model produces", "outside what the model produces"))
+    # Both pictures at one scale: the same number of pixels, shown at the same width
+    pictures = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stImage"]')].map(box => {
+        const img = box.querySelector('img'), caption = box.querySelector('[data-testid="stImageCaption"]');
+        return {caption: caption ? caption.innerText : '', natural: [img.naturalWidth, img.naturalHeight],
+                shown: img.getBoundingClientRect().width};
+    })""")
+    yours = [p for p in pictures if p["caption"].startswith("your image: micrograph.png")]
+    generated = [p for p in pictures if p["caption"].startswith("generated at alpha")]
+    assert len(yours) == len(generated) == 1, pictures
+    assert yours[0]["natural"] == generated[0]["natural"], pictures
+    assert abs(yours[0]["shown"] - generated[0]["shown"]) <= 1 and yours[0]["shown"] > 100, pictures
+    assert page.get_by_text("Same scale: 1 pixel = 1 voxel").count() == 1
     print(f"\nmatch panel: slider {before:.3f} -> {after:.3f} for a slice of the alpha 0.475 truth")
     page.close()
 
