@@ -29,7 +29,7 @@ from slicegan_core.export import provenance, save_volume, sidecar_files
 from slicegan_core.match import VERDICTS, match, read_micrograph
 
 try:  # the metrics package is optional here: without it the page shows the volume only
-    from slicegan_core.metrics import compare_size_spread, phase_statistics, size_spread
+    from slicegan_core.metrics import compare_size_spread, log_bin_edges, log_ticks, phase_statistics, size_spread
 except ImportError:
     compare_size_spread = phase_statistics = size_spread = None
 
@@ -40,6 +40,7 @@ VIEW_SIZES = (32, 48, 64, 96, 128)
 EXPORT_SIZES = (128, 192, 256, 384)
 FORMATS = {".tif": "TIFF (ImageJ / Fiji)", ".npy": "NumPy .npy", ".vti": "VTK .vti (ParaView)",
            ".dream3d": "DREAM3D 6 .dream3d (+ .xdmf for ParaView)", ".zarr": "OME-Zarr 0.4 (napari, Fiji)"}
+FEW_GRAINS = 100  # grains per phase below which the ESD histogram is coarse: a hint suggests a larger volume
 SECONDS_PER_VOXEL = 2e-6  # first guess for export progress, replaced by this machine's measured speed
 
 
@@ -333,6 +334,10 @@ def views(volumes, shape):
             plotter = scene.volume_plotter(volume, phases, shown=shown, crop=crop, voxel_size_um=voxel_size,
                                            window_size=(640, 460 if compare else 520))
             stpyvista(plotter, key=f"view_{label}")
+    length, edge = scene.triad_length(shape, voxel_size), f"{shape[2]} voxels"
+    st.caption(f"Axes: x (orange), y (green), z (blue), each arrow {length:g} {'µm' if voxel_size else 'voxels'} "
+               f"long. The volume is {edge}" + (f" = {shape[2] * voxel_size:g} µm" if voxel_size else "")
+               + " per edge; x-y cuts are at a height z, y-z cuts at a depth x.")
 
 
 @st.fragment
@@ -511,7 +516,7 @@ else:
                          f"mean chord ({unit})": round(stat.chords.mean, 2),
                          "σ fit chords": round(stat.chord_fit.sigma, 3),
                          "islands / M voxels": round(stat.islands_per_million) if sizes else None})
-    st.dataframe(rows, hide_index=True)
+    st.dataframe(rows, hide_index=True, height="content")       # every row on screen, no scrolling
     st.caption("σ = standard deviation of ln(size), the quantity alpha steers. ESD = equivalent-sphere diameter "
                "of the grains found by a distance-watershed split of each phase; grains cut by the border are "
                "left out. Islands: single-phase pieces of at most 4 voxels (face-connected) per million voxels, "
@@ -519,7 +524,8 @@ else:
 
     def histograms() -> go.Figure:
         """Rows: grain ESD, chord length; one column per phase; every series as a density of ln(size) on
-        log-spaced bins shared within a panel."""
+        log-spaced bins shared within a panel, snapped between the sizes the voxel grid allows (log_bin_edges:
+        no empty bins by construction) and drawn as exact steps; ticks 1, 2, 5, 10, ... labelled in full."""
         measures = [(lambda s: s.sizes.diameters, "grain ESD"), (lambda s: s.chords.pooled, "chord length")]
         figure = make_subplots(2, len(phases), subplot_titles=[p["name"] for p in phases], shared_yaxes=True,
                                vertical_spacing=0.2)
@@ -530,26 +536,33 @@ else:
                 pooled = np.concatenate([d[d > 0] for _, d, _ in data])
                 if pooled.size < 2 or pooled.min() == pooled.max():
                     continue
-                edges = np.geomspace(pooled.min(), pooled.max() * 1.001, 31)
-                centres = np.sqrt(edges[:-1] * edges[1:])
+                edges = log_bin_edges(pooled)
                 for label, sizes, style in data:
                     counts, _ = np.histogram(sizes, bins=edges)
                     if counts.sum() < 2:
                         continue
                     density = counts / (counts.sum() * np.diff(np.log(edges)))
-                    figure.add_trace(go.Scatter(
-                        x=centres, y=density, mode="lines", name=label, legendgroup=label,
+                    figure.add_trace(go.Scatter(         # one step per bin, from its lower to its upper edge
+                        x=edges, y=np.append(density, density[-1]), mode="lines", name=label, legendgroup=label,
                         showlegend=row == 1 and column == 1,
-                        line={"shape": "hvh", "color": style.get("colour", phase["colour"]), "width": 2,
+                        line={"shape": "hv", "color": style.get("colour", phase["colour"]), "width": 2,
                               "dash": style["dash"]}, fill="tozeroy" if style.get("fill") else None),
                         row=row, col=column)
-                figure.update_xaxes(type="log", title_text=f"{title} ({unit})", row=row, col=column)
+                ticks = log_ticks(edges[0], edges[-1])
+                figure.update_xaxes(type="log", title_text=f"{title} ({unit})", tickvals=ticks,
+                                    ticktext=[f"{v:g}" for v in ticks], row=row, col=column)
             figure.update_yaxes(title_text="density of ln(size)", row=row, col=1)
         figure.update_layout(height=600, margin={"l": 10, "r": 10, "t": 30, "b": 10},
                              legend={"orientation": "h", "y": -0.16, "x": 0})
         return figure
 
     st.plotly_chart(histograms(), key="histograms")
+    grains = [len(stat.sizes.diameters) for _, statistics, style in series if not style.get("chords_only")
+              for stat in statistics.values()]          # per phase of every volume with an ESD histogram
+    if grains and min(grains) < FEW_GRAINS:
+        st.caption(f":material/info: Few grains at this volume size ({min(grains)} to {max(grains)} per phase): "
+                   + ("choose a larger volume in the sidebar for a smoother histogram." if side < max(VIEW_SIZES)
+                      else "the ESD histogram stays coarse; an exported larger volume measures more grains."))
 
 # ---- export ------------------------------------------------------------------------------------------
 

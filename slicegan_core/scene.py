@@ -14,6 +14,7 @@ ImageData). Coordinates are in micrometres when a voxel size is known, else in v
 """
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -32,6 +33,7 @@ os.environ.setdefault("VTK_WASM_DIR_OVERRIDE", str(_NO_WASM))
 import pyvista as pv  # noqa: E402
 
 AXES = ("z", "y", "x")  # name of each array axis of a (D, H, W) volume
+AXIS_COLOURS = {"x": "#D55E00", "y": "#009E73", "z": "#0072B2"}   # the axes triad: red-orange, green, blue
 BACKGROUND = "#ffffff"
 
 
@@ -159,8 +161,38 @@ def phase_surfaces(volume, phase_values, shown=None, crop=None, voxel_size_um: f
             for value, q in quads.items()}
 
 
+def triad_length(shape, voxel_size_um: float | None = None) -> float:
+    """Length of the axes arrows of :func:`volume_plotter` for a ``(D, H, W)`` volume: a round number (1, 2 or
+    5 x 10^k) of micrometres when ``voxel_size_um`` is given, else of voxels, at most a third of the longest
+    edge, so an arrow doubles as a scale bar.
+
+    >>> triad_length((64, 64, 64)), triad_length((64, 64, 64), voxel_size_um=0.5)
+    (20.0, 10.0)
+    """
+    longest = max(int(n) for n in shape) * float(voxel_size_um or 1.0)
+    exponent = math.floor(math.log10(longest / 3))
+    return max(m * 10.0 ** exponent for m in (1, 2, 5) if m * 10.0 ** exponent <= longest / 3)
+
+
+def axes_triad(origin, length: float) -> dict[str, pv.PolyData]:
+    """Arrows along +x, +y and +z of ``length`` from ``origin`` with the letters x, y, z at their tips, as
+    meshes (geometry, so they reach the vtk.js web export, which leaves VTK's 2D orientation widgets out).
+
+    Returns {"x arrow", "y arrow", "z arrow", "x", "y", "z": mesh}; the letters face the isometric camera.
+    """
+    origin = np.asarray(origin, dtype=float)
+    meshes = {}
+    for axis, name in enumerate("xyz"):
+        direction = np.eye(3)[axis]
+        meshes[f"{name} arrow"] = pv.Arrow(start=origin, direction=direction, tip_length=0.2, tip_radius=0.07,
+                                           shaft_radius=0.025, tip_resolution=12, shaft_resolution=12, scale=length)
+        meshes[name] = pv.Text3D(name, depth=0.0, height=0.35 * length, center=origin + direction * 1.3 * length,
+                                 normal=(1.0, 1.0, 1.0))
+    return meshes
+
+
 def volume_plotter(volume, phases, shown=None, crop=None, voxel_size_um: float | None = None,
-                   window_size=(640, 480)) -> pv.Plotter:
+                   window_size=(640, 480), axes: bool = True) -> pv.Plotter:
     """An off-screen plotter showing a label volume as coloured voxels.
 
     Parameters
@@ -172,11 +204,13 @@ def volume_plotter(volume, phases, shown=None, crop=None, voxel_size_um: float |
         plane when it starts at 0 or ends at the last voxel.
     voxel_size_um : voxel edge in micrometres (coordinates in voxels when None).
     window_size : (width, height) pixels of the view.
+    axes : draw an axes triad beside the volume (:func:`axes_triad`): x, y, z arrows of
+        :func:`triad_length` (micrometres or voxels) from just outside the corner x = W, y = 0, z = 0.
 
     Returns
     -------
-    pyvista.Plotter with one mesh per phase (flat-shaded voxel faces) and the outline of the whole volume,
-    seen from an isometric camera.
+    pyvista.Plotter with one mesh per phase (flat-shaded voxel faces), the outline of the whole volume and the
+    axes triad (x red, y green, z blue), seen from an isometric camera.
     """
     volume = _check_volume(volume)
     pl = pv.Plotter(off_screen=True, window_size=list(window_size))
@@ -191,6 +225,11 @@ def volume_plotter(volume, phases, shown=None, crop=None, voxel_size_um: float |
     depth, height, width = volume.shape
     box = pv.Box(bounds=(0, width * spacing, 0, height * spacing, 0, depth * spacing))
     pl.add_mesh(box.extract_all_edges(), color="#555555", line_width=1)
+    if axes:   # outside the box at x > W, so no voxel hides it from the isometric camera
+        length = triad_length(volume.shape, voxel_size_um)
+        origin = (width * spacing + 0.4 * length, -0.4 * length, 0.0)
+        for name, mesh in axes_triad(origin, length).items():
+            pl.add_mesh(mesh, color=AXIS_COLOURS[name[0]], name=f"axis {name}", lighting=False)
     pl.camera_position = "iso"
     pl.camera.zoom(1.15)
     return pl

@@ -104,6 +104,17 @@ def test_explore_opens_on_the_default_model(app):
     assert any(re.search(r"Generated\*\* [\d.]+ is :\w+-badge\[(within|outside)\] the synthetic truth's seed "
                          r"band [\d.]+ to [\d.]+", m.value) for m in app.markdown)
     assert not app.warning
+    # the histograms: log axes with every tick labelled in full, bins drawn as exact steps; a hint at few grains
+    (histograms,) = [json.loads(c.proto.spec) for c in app.get("plotly_chart")]
+    axes = [a for name, a in histograms["layout"].items() if name.startswith("xaxis")]
+    assert len(axes) == 6 and all(a["type"] == "log" and a["ticktext"] == [f"{v:g}" for v in a["tickvals"]]
+                                  for a in axes)
+    assert any(a["tickvals"][:5] == [1, 2, 5, 10, 20] for a in axes)
+    assert {trace["line"]["shape"] for trace in histograms["data"]} == {"hv"}
+    assert any(c.value.startswith(":material/info: Few grains at this volume size") and "larger volume in the "
+               "sidebar" in c.value for c in app.caption)
+    assert any(c.value.startswith("Axes: x (orange), y (green), z (blue), each arrow 20 voxels long. The volume "
+                                  "is 64 voxels per edge") for c in app.caption)
 
 
 def test_slider_and_seed_changes_regenerate(app):

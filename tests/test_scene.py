@@ -78,7 +78,9 @@ def test_plotter_has_one_coloured_mesh_per_shown_phase_and_an_outline():
     assert {"pore", "oxide"} <= names and "metal" not in names
     colour = plotter.renderer.actors["oxide"].prop.color
     assert tuple(round(c * 255) for c in colour)[:3] == (0, 158, 115)
-    assert plotter.bounds[1] == pytest.approx(6 * 2.0)     # W = 6 voxels of 2 micrometres
+    plain = scene.volume_plotter(random_labels(), PHASES, shown=[0, 3], voxel_size_um=2.0, axes=False)
+    assert plain.bounds[1] == pytest.approx(6 * 2.0)       # W = 6 voxels of 2 micrometres (the triad lies beyond)
+    plain.close()
     plotter.close()
 
 
@@ -107,3 +109,34 @@ def test_patch_image_from_one_hot_and_intensities():
     assert grey.shape == (4, 4, 3) and set(grey.ravel()) == {128}
     with pytest.raises(ValueError, match="image_type"):
         scene.patch_image(one_hot, "hyperspectral")
+
+
+def scene_arrays(plotter) -> set[str]:
+    """Content hashes of the data arrays in the plotter's vtk.js web export (what the app's 3D view shows)."""
+    import base64
+    import io
+    import json
+    import re
+    import zipfile
+
+    html = plotter.trame.export_html(None).getvalue()
+    packed = re.search(r'const base64Str = "([^"]+)"', html).group(1)
+    return set(json.loads(zipfile.ZipFile(io.BytesIO(base64.b64decode(packed))).read("index.json"))["hashes"])
+
+
+def test_the_axes_triad_sits_outside_the_volume_and_reaches_the_web_export():
+    assert scene.triad_length((64, 64, 64)) == 20 and scene.triad_length((32, 48, 64), voxel_size_um=0.5) == 10
+    assert scene.triad_length((7, 5, 6)) == 2 and scene.triad_length((128,) * 3, voxel_size_um=0.37) == 10
+    volume = random_labels()                                             # W = 6 voxels of 2 um: arrows of 2 um
+    plotter = scene.volume_plotter(volume, PHASES, voxel_size_um=2.0)
+    actors = plotter.renderer.actors
+    for axis, name in enumerate("xyz"):
+        low, high = np.reshape(actors[f"axis {name} arrow"].GetBounds(), (3, 2)).T
+        assert high[axis] - low[axis] == pytest.approx(2.0)              # the arrow's length, along its axis
+        assert low[0] > 6 * 2.0                                          # beyond x = W: no voxel hides it
+        assert actors[f"axis {name}"].GetMapper().GetInput().n_cells > 0  # the letter x, y or z
+    plain = scene.volume_plotter(volume, PHASES, voxel_size_um=2.0, axes=False)
+    assert not [n for n in plain.renderer.actors if n.startswith("axis")]
+    assert len(scene_arrays(plotter) - scene_arrays(plain)) >= 6          # arrows and letters are exported geometry
+    plotter.close()
+    plain.close()
