@@ -423,7 +423,7 @@ else:
                  "z": f"{entry['z']:+.2f}" if entry["z"] is not None else "—", "fitted": entry["fitted"]}
                 for stat, per_phase in result["statistics"].items() for phase, entry in per_phase.items()]
         number = st.column_config.NumberColumn
-        st.dataframe(rows, hide_index=True, column_config={
+        st.dataframe(rows, hide_index=True, height="content", column_config={     # all 15 rows, no scrolling
             "your image": number(format="%.3f", help="Mean of the statistic over your image's tiles."),
             "model (predicted)": number(format="%.3f", help="Calibrated mean of one generated slice at the "
                                                             "matched value."),
