@@ -40,6 +40,8 @@ from .train import pid_alive
 JOB_FILE = "job.json"
 LOG_FILE = "train.log"
 RECIPE_FILE = "synthetic_recipe.json"  # how the run's training data was synthesised, when it was
+CALIBRATION_JOB = "calibrate.json"     # launch record of the run's calibration process (start_calibration)
+CALIBRATION_LOG = "calibrate.log"      # its output
 ACTIVE_STATES = ("starting", "running", "stopping")
 MAX_RUN_NAME = 100  # characters: a readable label, and far below the 255-byte limit on a folder name
 RUN_NAME = re.compile(r"[A-Za-z0-9_.-]+")  # ASCII only, so the length in characters is the length in bytes
@@ -326,19 +328,102 @@ def _launch(run_dir: Path, command: list[str], exclusive: bool) -> RunStatus:
                 f.write(json.dumps(record, indent=2))
         except FileExistsError:
             raise ValueError(f"Run directory {run_dir} was already used for a run; choose a new one.") from None
-    with open(run_dir / LOG_FILE, "a") as log:
+    record["pid"] = _spawn(run_dir, command, run_dir / LOG_FILE).pid
+    atomic_write_text(run_dir / JOB_FILE, json.dumps(record, indent=2))
+    return run_status(run_dir)
+
+
+def _spawn(run_dir: Path, command: list[str], log_path: Path) -> subprocess.Popen:
+    """Start ``command`` in ``run_dir`` as a background process whose output is appended to ``log_path``."""
+    with open(log_path, "a") as log:
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
         # A new session: the run is not killed with the app (or a Ctrl-C in its terminal). It runs in its own
         # directory with every path absolute, and finds this package whether it is installed or a checkout.
         package_root = str(Path(__file__).resolve().parents[1])
         python_path = os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   cwd=run_dir.resolve(), start_new_session=True,
-                                   env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": python_path})
-    record["pid"] = process.pid
-    atomic_write_text(run_dir / JOB_FILE, json.dumps(record, indent=2))
-    return run_status(run_dir)
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=run_dir.resolve(), start_new_session=True,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": python_path})
+
+
+# ---- calibrating a run's model for matching --------------------------------------------------------------
+
+@dataclass(frozen=True)
+class CalibrationStatus:
+    """Where the calibration of a run's model stands (:func:`calibration_progress`).
+
+    state : "none" (never calibrated), "running", "done" (at the model's current step), "stale" (measured at
+        an earlier step; the weights changed since), or "failed" (the latest calibration process ended without
+        writing one; ``error`` says why).
+    done, total : sweep points measured and planned, while running (0 when not known yet).
+    step : the training step the stored calibration was measured at.
+    """
+
+    state: str
+    done: int = 0
+    total: int = 0
+    step: int | None = None
+    error: str | None = None
+
+
+def start_calibration(run_dir: str | Path, options: dict | None = None) -> CalibrationStatus:
+    """Calibrate the model of a run (``RUN/model``) for matching, in a background process
+    (``python -m slicegan_core calibrate RUN/model``), logged to ``RUN/calibrate.log``.
+
+    ``options``: the calibrate command's settings, e.g. ``{"values": 10, "seeds": 6, "tile": 128, "slices": 4}``
+    (its defaults when left out). Refused while the run trains (its model changes at every checkpoint) or a
+    calibration of it is still running.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / "model" / "model.json").is_file():
+        raise ValueError(f"Run {run_dir.name} has no model yet; calibrate it after its first checkpoint.")
+    if run_status(run_dir).active:
+        raise ValueError(f"Run {run_dir.name} is still training; stop it or let it finish, then calibrate.")
+    if calibration_progress(run_dir).state == "running":
+        raise ValueError(f"Run {run_dir.name} is already being calibrated; wait for it to finish.")
+    command = [sys.executable, "-m", "slicegan_core", "calibrate", str((run_dir / "model").resolve())]
+    for key, value in (options or {}).items():
+        command += [f"--{key}", str(int(value))]
+    record = {"command": command, "launched": time.time(), "pid": None}
+    record["pid"] = _spawn(run_dir, command, run_dir / CALIBRATION_LOG).pid
+    atomic_write_text(run_dir / CALIBRATION_JOB, json.dumps(record, indent=2))
+    return calibration_progress(run_dir)
+
+
+def calibration_progress(run_dir: str | Path) -> CalibrationStatus:
+    """The state of the calibration of a run's model, from its launch record, log and ``model/model.json``."""
+    run_dir = Path(run_dir)
+    job = _read_json(run_dir / CALIBRATION_JOB)
+    info_path = run_dir / "model" / "model.json"
+    info = _read_json(info_path)
+    pid = job.get("pid")
+    if isinstance(pid, int) and _process_alive(pid, job.get("launched")):
+        counts = re.findall(r"(\d+)/(\d+) \[", _tail(run_dir / CALIBRATION_LOG, 2_000))   # tqdm's "12/30 ["
+        done, total = (int(n) for n in counts[-1]) if counts else (0, 0)
+        return CalibrationStatus("running", done, total)
+    calibration = info.get("calibration")
+    launched = job.get("launched")
+    written_since = isinstance(launched, (int, float)) and info_path.is_file() \
+        and info_path.stat().st_mtime >= launched
+    if launched is not None and not (written_since and calibration):
+        errors = [line[len("error: "):] for line in _tail(run_dir / CALIBRATION_LOG).splitlines()
+                  if line.startswith("error: ")]
+        return CalibrationStatus("failed", error=errors[-1] if errors else
+                                 (_tail(run_dir / CALIBRATION_LOG)[-500:] or "The calibration process ended."))
+    if isinstance(calibration, dict):
+        step = calibration.get("step")
+        return CalibrationStatus("done" if step == (info.get("training") or {}).get("steps") else "stale", step=step)
+    return CalibrationStatus("none")
+
+
+def _tail(path: Path, size: int = 8_000) -> str:
+    """The last ``size`` bytes of a text file, tqdm's carriage returns as line ends ('' when absent)."""
+    if not path.is_file():
+        return ""
+    with open(path, "rb") as f:
+        f.seek(max(0, path.stat().st_size - size))
+        return f.read().decode("utf-8", "replace").replace("\r", "\n")
 
 
 # ---- reading a run back ----------------------------------------------------------------------------------

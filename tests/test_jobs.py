@@ -300,3 +300,32 @@ def test_last_choices_come_from_the_newest_run_with_a_config(tmp_path):
         "preset": "cpu", "steps": 900, "image_type": "n-phase", "voxel_size_um": 0.5, "threads": 2,
         "attribute_names": ["alpha"], "n_datasets": 2, "source": "synthetic", "sigmas": [0.2, 0.5], "median_esd": 6.0,
         "phase_fractions": [0.5, 0.5], "side": 48}
+
+
+def test_a_runs_model_is_calibrated_in_the_background(trained_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run, run_dir)
+    assert jobs.calibration_progress(run_dir).state == "none"
+    small = {"values": 3, "seeds": 2, "tile": 32, "slices": 2}
+    assert jobs.start_calibration(run_dir, small).state in ("running", "done")
+    deadline = time.monotonic() + 120
+    while jobs.calibration_progress(run_dir).state == "running" and time.monotonic() < deadline:
+        time.sleep(0.3)
+    done = jobs.calibration_progress(run_dir)
+    assert done.state == "done" and done.step == 4, (done, (run_dir / jobs.CALIBRATION_LOG).read_text()[-2000:])
+    assert json.loads((run_dir / "model" / "model.json").read_text())["calibration"]["tile"] == 32
+
+    jobs.start_calibration(run_dir, {"tile": 3})                 # the CLI refuses: its message comes back
+    deadline = time.monotonic() + 120
+    while jobs.calibration_progress(run_dir).state == "running" and time.monotonic() < deadline:
+        time.sleep(0.3)
+    failed = jobs.calibration_progress(run_dir)
+    assert failed.state == "failed" and "tile" in failed.error
+    with pytest.raises(ValueError, match="has no model yet"):
+        jobs.start_calibration(tmp_path / "empty")
+    (run_dir / jobs.CALIBRATION_JOB).write_text(json.dumps({"pid": os.getpid(), "launched": time.time()}))
+    assert jobs.calibration_progress(run_dir).state == "running"        # a live process (this one) holds it
+    with pytest.raises(ValueError, match="already being calibrated"):
+        jobs.start_calibration(run_dir, small)
