@@ -431,10 +431,12 @@ else:
                                                                         "value lie in this range."),
             "generated": number(format="%.3f", help="Mean over slices of one volume generated at the match "
                                                     f"(seed {result['confirm_seed']})."),
-            "z": st.column_config.TextColumn(help="(your image − model) / the model's one-slice standard deviation; "
-                                                  "only for fitted statistics (— otherwise). |z| > 2 is warned about."),
+            "z": st.column_config.TextColumn(help="(your image − model) / the model's one-slice standard "
+                                                  "deviation; only for fitted statistics (— otherwise). |z| > 2 is "
+                                                  "warned about."),
             "fitted": st.column_config.CheckboxColumn(help="Whether the statistic enters the distance. Area "
-                                                           "fractions are checked instead; islands are reported only.")})
+                                                           "fractions are checked instead; islands are reported "
+                                                           "only.")})
         st.caption("z: how many standard deviations of one model slice your image's value lies from the model's "
                    "(— for statistics that are not fitted). fitted: the statistic enters the distance, the RMS of "
                    "the fitted z's; area fraction and islands are shown for comparison only.")

@@ -281,7 +281,8 @@ def test_match_panel_sets_the_slider_and_compares(server, browser, tmp_path):
     # The verdict, with the band's numbers
     verdict = page.get_by_text("the model's own images of this size (1 tile of 128²) reach")
     assert verdict.count() == 1 and any(phrase in verdict.inner_text() for phrase in (
-        "typical of the model's own slices", "at the edge of what the model produces", "outside what the model produces"))
+        "typical of the model's own slices", "at the edge of what the model produces",
+        "outside what the model produces"))
     # Both pictures at one scale: the same number of pixels, shown at the same width
     pictures = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stImage"]')].map(box => {
         const img = box.querySelector('img'), caption = box.querySelector('[data-testid="stImageCaption"]');
