@@ -278,6 +278,7 @@ if st.session_state.get("selected_run") not in paths:
 selected = Path(runs_area.selectbox("Run", paths, format_func=labels.get, key="selected_run"))
 listed = next(r for r in runs if str(r.run_dir) == str(selected))
 listed_state, was_active = listed.state, listed.active
+was_calibrating = jobs.calibration_progress(selected).state == "running"
 
 
 def curves(events: list[dict]) -> go.Figure:
@@ -320,7 +321,42 @@ def fidelity_curves(series: list[dict]) -> go.Figure:
     return figure
 
 
-@st.fragment(run_every=2 if was_active else None)
+def calibration_row(run_dir: Path) -> None:
+    """Calibrate a stopped or finished run's model for matching (a background process, like training) and
+    show where its calibration stands; the monitor polls while it runs."""
+    calibration = jobs.calibration_progress(run_dir)
+    if (calibration.state == "running") != was_calibrating:       # started or ended: poll, or stop polling
+        st.rerun(scope="app")
+    if calibration.state == "no attributes":
+        return
+    if calibration.state == "running":
+        st.progress(calibration.done / calibration.total if calibration.total else 0.0,
+                    text=f"Calibrating for matching: {calibration.done} of {calibration.total or '?'} sweep points")
+        return
+    left, right = st.columns([1, 3], vertical_alignment="center")
+    label = {"none": "Calibrate for matching", "failed": "Calibrate again"}.get(calibration.state,
+                                                                                "Recalibrate for matching")
+    if calibration.state == "done":
+        right.caption(f":material/check_circle: Calibrated for matching at step {calibration.step}: drop a "
+                      "micrograph under **Match an image** in Explore.")
+    else:
+        if left.button(label, icon=":material/straighten:", key=f"calibrate_{run_dir.name}"):
+            try:
+                jobs.start_calibration(run_dir)
+                st.rerun(scope="app")
+            except ValueError as error:
+                st.error(str(error), icon=":material/error:")
+        right.caption({"none": "", "stale": f"The calibration was measured at step {calibration.step}; the "
+                                            "weights have changed since. ",
+                       "failed": ""}.get(calibration.state, "")
+                      + "Measures how each attribute changes the statistics of generated slices, so that Explore "
+                        "can match a micrograph to the model. Runs in the background: seconds for small models, "
+                        "minutes for large ones.")
+        if calibration.state == "failed":
+            st.error(f"The calibration failed: {calibration.error}", icon=":material/error:")
+
+
+@st.fragment(run_every=2 if was_active or was_calibrating else None)
 def monitor(run_dir: Path):
     """Status, controls, curves and samples of one run; polls the run directory while it is active."""
     status = jobs.run_status(run_dir)
@@ -352,6 +388,8 @@ def monitor(run_dir: Path):
     if status.has_model and buttons[2].button("Open in Explore", icon=":material/view_in_ar:"):
         st.session_state.open_model = str(run_dir / "model")
         st.switch_page("app_pages/explore.py")
+    if status.has_model and not status.active:
+        calibration_row(run_dir)
     if status.state in ("crashed", "failed"):
         st.error(f"The run {status.state}." if status.state == "crashed" else status.error.splitlines()[-1],
                  icon=":material/error:")

@@ -354,8 +354,9 @@ class CalibrationStatus:
     """Where the calibration of a run's model stands (:func:`calibration_progress`).
 
     state : "none" (never calibrated), "running", "done" (at the model's current step), "stale" (measured at
-        an earlier step; the weights changed since), or "failed" (the latest calibration process ended without
-        writing one; ``error`` says why).
+        an earlier step; the weights changed since), "failed" (the latest calibration process ended without
+        writing one; ``error`` says why), or "no attributes" (a model without attributes has nothing to
+        calibrate or match).
     done, total : sweep points measured and planned, while running (0 when not known yet).
     step : the training step the stored calibration was measured at.
     """
@@ -397,6 +398,8 @@ def calibration_progress(run_dir: str | Path) -> CalibrationStatus:
     job = _read_json(run_dir / CALIBRATION_JOB)
     info_path = run_dir / "model" / "model.json"
     info = _read_json(info_path)
+    if info and not info.get("attributes"):
+        return CalibrationStatus("no attributes")
     pid = job.get("pid")
     if isinstance(pid, int) and _process_alive(pid, job.get("launched")):
         counts = re.findall(r"(\d+)/(\d+) \[", _tail(run_dir / CALIBRATION_LOG, 2_000))   # tqdm's "12/30 ["

@@ -484,6 +484,23 @@ def test_explore_shows_a_model_without_attributes(runs_dir, tmp_path):
     assert set(at.dataframe[0].value["volume"]) == {"generated", "training data"}     # the one image, overlaid
 
 
+def test_a_finished_runs_model_is_calibrated_for_matching_from_a_button(app, runs_dir, trained_run, monkeypatch):
+    shutil.copytree(trained_run, runs_dir / "tiny")
+    original = jobs.start_calibration
+    monkeypatch.setattr(jobs, "start_calibration",           # the command's small settings, for a quick test
+                        lambda run_dir: original(run_dir, {"values": 3, "seeds": 2, "tile": 32, "slices": 2}))
+    open_train(app)
+    assert any("so that Explore can match a micrograph" in c.value for c in app.caption)
+    app.button(key="calibrate_tiny").click()
+    rerun(app)
+    deadline = time.monotonic() + 120
+    while jobs.calibration_progress(runs_dir / "tiny").state == "running" and time.monotonic() < deadline:
+        time.sleep(0.3)
+    rerun(app)                                       # as the polling monitor would
+    assert any(c.value.startswith(":material/check_circle: Calibrated for matching at step 4") for c in app.caption)
+    assert "calibration" in json.loads((runs_dir / "tiny" / "model" / "model.json").read_text())
+
+
 def test_a_crashed_run_shows_its_error_tail(app, runs_dir):
     run_dir = runs_dir / "broken"
     run_dir.mkdir()
