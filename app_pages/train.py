@@ -168,7 +168,7 @@ with st.expander("New run", expanded=not any(r.active for r in runs) or "launch_
     left.caption(PRESET_NOTES.get(preset, ""))
     patch_size = PRESETS[preset][0]["patch_size"]
     steps = middle.number_input("Generator steps", 1, 100_000, key=f"steps_{preset}", persist_state="session",
-                                value=min(100_000, int(defaults["steps"])) if defaults.get("preset") == preset
+                                value=min(100_000, max(1, defaults["steps"])) if defaults.get("preset") == preset
                                 and defaults.get("steps") else PRESETS[preset][1]["steps"])
     voxel_size = right.number_input("Voxel size (µm)", value=defaults.get("voxel_size_um") or None, step=0.1,
                                     format="%.4g", placeholder="unknown", key="voxel", persist_state="session",
@@ -180,7 +180,7 @@ with st.expander("New run", expanded=not any(r.active for r in runs) or "launch_
         problem = problem or (f"The voxel size must be a positive number of micrometres (got {voxel_size:g}); "
                               "correct it, or clear the field if it is unknown.")
     threads = right.number_input("CPU threads (0 = all)", 0, 64,
-                                 min(64, int(defaults.get("threads", 0))), key="threads", persist_state="session")
+                                 min(64, max(0, defaults.get("threads", 0))), key="threads", persist_state="session")
     most, unit = jobs.max_processes()
     processes = middle.number_input("Processes", 1, most, 1, key="processes", persist_state="session",
                                     help=f"Training processes, one per {unit} (up to {most}); the batch is split "

@@ -19,6 +19,7 @@ which becomes torchrun (same pid); status.json names that pid, and torchrun pass
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -584,8 +585,26 @@ def last_choices(runs_dir: str | Path) -> dict:
             choices.update(sigmas=recipe.get("sigmas"), median_esd=recipe.get("median_esd"),
                            phase_fractions=recipe.get("phase_fractions"),
                            side=(recipe.get("shape") or [None])[0])
-        return {k: v for k, v in choices.items() if v is not None}
+        return {k: v for k, v in choices.items() if _plain(v, _CHOICE_TYPES[k])}   # a damaged file: defaults
     return {}
+
+
+_CHOICE_TYPES = {"preset": str, "steps": int, "image_type": str, "voxel_size_um": float, "threads": int,
+                 "attribute_names": list, "n_datasets": int, "source": str, "sigmas": list, "median_esd": float,
+                 "phase_fractions": list, "side": int}
+
+
+def _plain(value, kind) -> bool:
+    """``value`` is of JSON type ``kind`` (an int counts as a float; a list must hold numbers or names)."""
+    if isinstance(value, bool) or value is None:
+        return False
+    if kind is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    if kind is list:
+        return isinstance(value, list) and all(
+            isinstance(v, str) or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+            for v in value)
+    return isinstance(value, kind)
 
 
 # ---- helpers ---------------------------------------------------------------------------------------------

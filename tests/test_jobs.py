@@ -296,6 +296,13 @@ def test_last_choices_come_from_the_newest_run_with_a_config(tmp_path):
                              "phase_fractions": [0.5, 0.5], "periodic": True})
     time.sleep(0.01)
     (launching / jobs.JOB_FILE).write_text("{}")     # launched, config.json not written yet: skipped
+    time.sleep(0.01)
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "config.json").write_text(json.dumps({"preset": 3, "train": {"steps": 12.5, "threads": True},
+                                                     "data": {"voxel_size_um": float("nan"), "datasets": "?"}}))
+    assert jobs.last_choices(tmp_path) == {"source": "upload"}           # damaged values: the form's defaults
+    (damaged / "config.json").unlink()
     assert jobs.last_choices(tmp_path) == {
         "preset": "cpu", "steps": 900, "image_type": "n-phase", "voxel_size_um": 0.5, "threads": 2,
         "attribute_names": ["alpha"], "n_datasets": 2, "source": "synthetic", "sigmas": [0.2, 0.5], "median_esd": 6.0,
