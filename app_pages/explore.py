@@ -309,7 +309,7 @@ if generate_s > 0.05:  # a real generation, not a cache hit: remember this machi
 
 
 def describe(attrs: dict) -> str:
-    return ", ".join(f"{k} = {v:.3g}" for k, v in attrs.items())
+    return ", ".join(f"{k} = {v:.3g}" for k, v in attrs.items()) or "no attribute"
 
 
 @st.fragment

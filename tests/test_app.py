@@ -481,6 +481,7 @@ def test_explore_shows_a_model_without_attributes(runs_dir, tmp_path):
     at.selectbox(key="model_path").set_value(str(runs_dir / "plain" / "model"))
     rerun(at)
     assert len(views(at)) == 1 and not [s for s in at.slider if s.key.startswith("attr_")]
+    assert any(m.value.startswith("#### plain · no attribute · seed 7") for m in at.markdown)
     assert set(at.dataframe[0].value["volume"]) == {"generated", "training data"}     # the one image, overlaid
 
 
