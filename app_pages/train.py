@@ -179,7 +179,7 @@ with st.expander("New run", expanded=not any(r.active for r in runs) or "launch_
     except ValueError:
         problem = problem or (f"The voxel size must be a positive number of micrometres (got {voxel_size:g}); "
                               "correct it, or clear the field if it is unknown.")
-    threads = right.number_input("CPU threads (0 = all)", 0, 64,
+    threads = right.number_input("CPU threads (0 = automatic: the cores other programs leave free)", 0, 64,
                                  min(64, max(0, defaults.get("threads", 0))), key="threads", persist_state="session")
     most, unit = jobs.max_processes()
     processes = middle.number_input("Processes", 1, most, 1, key="processes", persist_state="session",
