@@ -17,6 +17,14 @@ from slicegan_core.networks import Generator
 
 torch.set_num_threads(1)
 
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Every test starts at one thread: load_model's threads="auto" changes torch's count for the process, and
+    a test must not inherit what another test's load left (tiles vs one pass are bit-equal at a fixed count)."""
+    torch.set_num_threads(1)
+    yield
+
 ALPHAS = (0.2, 0.5)           # attribute values of the two training volumes
 VOXEL_SIZE_UM = 0.5
 TRAINED_STEPS = 4

@@ -203,6 +203,7 @@ RACER = """
 import os, sys, time
 from slicegan_core.cli import main            # everything imported before the start signal
 go = sys.argv[1]
+open(f"{go}.ready.{os.getpid()}", "w").close()
 while not os.path.exists(go):
     time.sleep(0.001)
 sys.exit(main(sys.argv[2:]))
@@ -214,11 +215,13 @@ def test_trainers_started_at_the_same_instant_on_one_directory_exactly_one_runs(
     for round_index in range(rounds):
         run_dir, go = tmp_path / f"run{round_index}", tmp_path / f"go{round_index}"
         argv = ["train", "--data", str(training_volumes[0][0]), "--preset", "tiny", "--run-dir", str(run_dir),
-                "--steps", "3", "--set", "checkpoint_every=1"]
+                "--steps", "3", "--set", "checkpoint_every=1", "--set", "fidelity_seeds=0"]
         processes = [subprocess.Popen([sys.executable, "-c", RACER, str(go), *argv], cwd=tmp_path, env=ENV,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                      for _ in range(racers)]
-        time.sleep(3.0)              # let every racer finish its imports and wait at the line
+        deadline = time.monotonic() + 120      # every racer has finished its imports and waits at the line
+        while len(list(tmp_path.glob(f"{go.name}.ready.*"))) < racers and time.monotonic() < deadline:
+            time.sleep(0.05)
         go.touch()
         outcomes = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
         codes = sorted(code for code, _ in outcomes)
