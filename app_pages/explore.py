@@ -156,8 +156,8 @@ def model_name(path: str) -> str:
 
 def export_zip(model, volume, attrs: dict, seed: int, shape, periodic: bool, suffix: str,
                voxel_size_um: float | None) -> tuple[str, bytes]:
-    label = "_".join(f"{k}{v:g}" for k, v in attrs.items())
-    stem = f"{model_name(model.path)}_{label}_seed{seed}_{'x'.join(map(str, shape))}{'_periodic' * periodic}"
+    label = "".join(f"_{k}{v:g}" for k, v in attrs.items())      # empty for a model without attributes
+    stem = f"{model_name(model.path)}{label}_seed{seed}_{'x'.join(map(str, shape))}{'_periodic' * periodic}"
     buffer = BytesIO()
     with tempfile.TemporaryDirectory() as folder:
         target = save_volume(Path(folder) / f"{stem}{suffix}", volume, voxel_size_um,
@@ -376,7 +376,8 @@ st.caption((f"Generated in {generate_s:.2f} s" if generate_s > 0.05 else "From t
 
 st.subheader("Match an image")
 if calibration is None:
-    st.info(f"Matching needs the model's calibration: {calibration_note}.")
+    st.info(f"Matching needs the model's calibration: {calibration_note} (or, for a run trained here, the "
+            "Train page's 'Calibrate for matching' button).")
 else:
     st.caption("Drop a segmented micrograph (2D image or 3D stack; phase values are mapped to the model's in sorted "
                f"order, one pixel = one voxel): the {', '.join(model.attribute_names)} whose generated slices look "

@@ -438,10 +438,11 @@ def run_status(run_dir: str | Path) -> RunStatus:
     status, job = _read_json(run_dir / "status.json"), _read_json(run_dir / JOB_FILE)
     events = read_events(run_dir, last=1)
     common = {"run_dir": run_dir, "has_model": (run_dir / "model" / "model.json").is_file(),
-              "step": int(status.get("step", 0)), "steps": int(status.get("steps", 0)),
+              "step": _count(status.get("step")), "steps": _count(status.get("steps")),
               "eta_s": events[-1].get("eta_s") if events else None}
     if not common["steps"] and (run_dir / "config.json").is_file():
-        common["steps"] = int(_read_json(run_dir / "config.json").get("train", {}).get("steps", 0))
+        train_section = _read_json(run_dir / "config.json").get("train")
+        common["steps"] = _count(train_section.get("steps") if isinstance(train_section, dict) else None)
     launched, job_pid = job.get("launched", 0.0), job.get("pid")
     job_alive = job_pid is not None and _process_alive(job_pid, started_by=launched + 60)
     # A launch newer than the last status: the process is loading data, or it exited before training.
@@ -619,6 +620,11 @@ def _failure_reason(run_dir: Path) -> str:
 def _shown(text: str, limit: int = 60) -> str:
     """``text`` quoted for a message, with escapes for control characters and cut when very long."""
     return repr(text) if len(text) <= limit else repr(text[:limit]) + f"... ({len(text)} characters)"
+
+
+def _count(value) -> int:
+    """A step count read from a run's JSON: 0 unless it is a whole number (a damaged file must not break the page)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _read_json(path: Path) -> dict:

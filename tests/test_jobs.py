@@ -336,3 +336,11 @@ def test_a_runs_model_is_calibrated_in_the_background(trained_run, tmp_path):
     assert jobs.calibration_progress(run_dir).state == "running"        # a live process (this one) holds it
     with pytest.raises(ValueError, match="already being calibrated"):
         jobs.start_calibration(run_dir, small)
+
+
+def test_run_status_reads_a_damaged_step_count_as_zero(tmp_path):
+    (tmp_path / "status.json").write_text(json.dumps({"state": "stopped", "step": "ten", "steps": None,
+                                                      "updated": 1.0}))
+    (tmp_path / "config.json").write_text(json.dumps({"train": {"steps": "many"}}))
+    status = jobs.run_status(tmp_path)
+    assert status.step == 0 and status.steps == 0
