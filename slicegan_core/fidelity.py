@@ -32,7 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import chord_lengths, island_density, specific_surface_area, two_point_correlation
+from .metrics import chord_lengths, island_density, specific_surface_area
+from .metrics.correlation import radial_two_point_stack
 
 STATISTICS = ("vf", "mean_chord", "perimeter", "islands", "s2")
 TOLERANCES = {"vf": 0.02, "mean_chord": 0.10, "perimeter": 0.10, "islands": (1.5, 20.0), "s2": 0.02,
@@ -47,25 +48,38 @@ CARD_VERSION = 1
 MAX_RATIO = 10.0            # an entry adds at most this to the distance: one wild statistic does not hide the rest
 
 
-def tile_statistics(tile: np.ndarray, n_phases: int) -> dict[str, np.ndarray]:
+def tile_statistics(tile: np.ndarray, n_phases: int, s2: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The fidelity statistics of one 2D tile of phase indices ``0..n_phases-1`` -> statistic -> (n_phases,)
-    array (NaN where a phase is absent and a statistic needs it). Chords and S2 use the tile's pixels only."""
+    array (NaN where a phase is absent and a statistic needs it). Chords and S2 use the tile's pixels only.
+    ``s2``: the tile's radial S2, (n_phases, lags), when already computed for many tiles at once."""
     tile = np.asarray(tile)
     phases = list(range(n_phases))
     chords = chord_lengths(tile, phases)
     perimeter = specific_surface_area(tile, phases)
     islands = island_density(tile, phases)
-    s2 = two_point_correlation(tile, phases, max_r=min(S2_MAX_R, min(tile.shape) // 2))
+    if s2 is None:
+        s2 = radial_two_point_stack(tile[None], phases, _s2_max_r(tile.shape))[0]
     return {"vf": np.array([np.mean(tile == p) for p in phases]),
             "mean_chord": np.array([chords[p].pooled.mean() if chords[p].pooled.size else math.nan for p in phases]),
             "perimeter": np.array([perimeter[p] for p in phases], float),
             "islands": np.array([islands[p] for p in phases], float),
-            "s2": np.stack([s2[p].radial for p in phases])}
+            "s2": s2}
+
+
+def _s2_max_r(shape) -> int:
+    return min(S2_MAX_R, min(shape) // 2)
 
 
 def pooled_statistics(tiles, n_phases: int) -> dict[str, np.ndarray]:
     """Mean of :func:`tile_statistics` over ``tiles`` (NaN-aware; S2 averaged per lag)."""
-    per_tile = [tile_statistics(t, n_phases) for t in tiles]
+    tiles = [np.asarray(t) for t in tiles]
+    s2 = [None] * len(tiles)
+    for shape in {t.shape for t in tiles}:          # S2 of all same-shape tiles in one batched FFT
+        where = [i for i, t in enumerate(tiles) if t.shape == shape]
+        batch = radial_two_point_stack(np.stack([tiles[i] for i in where]), range(n_phases), _s2_max_r(shape))
+        for i, row in zip(where, batch):
+            s2[i] = row
+    per_tile = [tile_statistics(t, n_phases, s2=row) for t, row in zip(tiles, s2)]
     if not per_tile:
         raise ValueError("No tiles to measure.")
     width = min(s["s2"].shape[1] for s in per_tile)

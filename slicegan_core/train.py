@@ -34,7 +34,7 @@ from .config import ModelConfig, TrainConfig, check_voxel_size, from_dict, prese
 from .data import DatasetSpec, TrainingData, load_training_data
 from . import distributed, fidelity
 from .distributed import BatchShare, Ranks
-from .generate import cpu_has_fast_bf16, pick_device
+from .generate import _argmax_channels, cpu_has_fast_bf16, pick_device
 from .modelfile import default_phases, save_model
 from .networks import Generator, build_critics
 from .threads import AutoThreads
@@ -501,7 +501,7 @@ class _GeneratorView:
             out = run.G_average(z, row)[0].float()
         finally:
             run.G_average.train(was_training)
-        index = out.argmax(0).cpu().numpy()[:shape[0], :shape[1], :shape[2]]
+        index = _argmax_channels(out).cpu().numpy()[:shape[0], :shape[1], :shape[2]]
         return np.asarray(run.data.phase_values)[index]
 
 

@@ -401,3 +401,15 @@ def test_log_ticks_are_one_two_five_and_denser_on_a_short_range():
     assert log_ticks(3, 9) == [3, 5, 7] and log_ticks(3.5, 4.5) == [4]
     with pytest.raises(ValueError, match="low < high"):
         log_ticks(5, 5)
+
+
+def test_radial_two_point_stack_equals_two_point_correlation_per_image():
+    from slicegan_core.metrics.correlation import radial_two_point_stack
+
+    images = np.random.default_rng(0).integers(0, 3, (5, 32, 40)).astype(np.uint8)
+    batch = radial_two_point_stack(images, [0, 1, 2], 16)
+    for image, rows in zip(images, batch):
+        one = two_point_correlation(image, [0, 1, 2], max_r=16)
+        assert np.allclose(rows, [one[p].radial for p in range(3)], atol=1e-12)
+    with pytest.raises(ValueError, match="max_r"):
+        radial_two_point_stack(images, [0], 32)

@@ -97,8 +97,32 @@ def two_point_correlation(labels, phases=None, *, periodic: bool = False, max_r:
     return out
 
 
-def _autocorrelation(mask: np.ndarray, periodic: bool, max_r: int) -> np.ndarray:
-    """Normalised autocorrelation of a boolean mask at lags -max_r..max_r along every axis (wrap order)."""
+def radial_two_point_stack(images, phases, max_r: int) -> np.ndarray:
+    """Radial S2 of many same-shape 2D label images at once (non-periodic, as :func:`two_point_correlation`
+    computes it for each): (N, H, W) labels -> (N, len(phases), max_r + 1). One batched FFT per phase instead of
+    one per image and phase: the fidelity monitor measures a few hundred small tiles per checkpoint."""
+    stack = np.asarray(images)
+    if stack.ndim != 3 or not 0 < max_r < min(stack.shape[1:]):
+        raise ValueError(f"radial_two_point_stack needs (N, H, W) images and 0 < max_r < min(H, W) "
+                         f"(got shape {stack.shape}, max_r {max_r!r}).")
+    lags = np.r_[0:max_r + 1, -max_r:0]
+    radius = np.sqrt(sum(g.astype(float) ** 2 for g in np.ix_(lags, lags)))
+    shell = np.rint(radius).astype(np.int64)
+    inside = shell <= max_r
+    shell_count = np.bincount(shell[inside], minlength=max_r + 1)
+    # shell membership as a (lags^2, max_r + 1) matrix: the radial mean of every image is one product
+    members = np.zeros((inside.sum(), max_r + 1))
+    members[np.arange(inside.sum()), shell[inside]] = 1.0 / shell_count[shell[inside]]
+    out = np.empty((stack.shape[0], len(phases), max_r + 1))
+    for index, phase in enumerate(phases):
+        ac = _autocorrelation(stack == phase, False, max_r, batched=True)      # (N, 2 max_r + 1, 2 max_r + 1)
+        out[:, index] = ac[:, inside] @ members
+    return out
+
+
+def _autocorrelation(mask: np.ndarray, periodic: bool, max_r: int, batched: bool = False) -> np.ndarray:
+    """Normalised autocorrelation of a boolean mask at lags -max_r..max_r along every axis (wrap order).
+    ``batched``: the first axis counts independent masks (non-periodic only)."""
     x = mask.astype(np.float32)                 # single precision: 5x faster, S2 error ~1e-7
     lags = np.r_[0:max_r + 1, -max_r:0]
     if periodic:
@@ -107,12 +131,15 @@ def _autocorrelation(mask: np.ndarray, periodic: bool, max_r: int) -> np.ndarray
         return np.clip(ac[np.ix_(*[lags % n for n in x.shape])], 0.0, 1.0)
     # Zero-padding to n + max_r keeps lags up to max_r free of wrap-around; dividing by the number of
     # overlapping positions, prod_i (n_i - |lag_i|), gives the mean over the pairs that exist.
-    padded = [fft.next_fast_len(n + max_r, real=True) for n in x.shape]
-    spectrum = fft.rfftn(x, s=padded)
-    ac = fft.irfftn(spectrum * spectrum.conj(), s=padded)[np.ix_(*[lags % n for n in padded])]
-    overlap = np.ones((1,) * x.ndim)
-    for axis, n in enumerate(x.shape):
-        along = [1] * x.ndim
+    shape = x.shape[1:] if batched else x.shape
+    axes = tuple(range(x.ndim - len(shape), x.ndim))
+    padded = [fft.next_fast_len(n + max_r, real=True) for n in shape]
+    spectrum = fft.rfftn(x, s=padded, axes=axes)
+    ac = fft.irfftn(spectrum * spectrum.conj(), s=padded, axes=axes)
+    ac = ac[(slice(None),) * (x.ndim - len(shape)) + np.ix_(*[lags % n for n in padded])]
+    overlap = np.ones((1,) * len(shape))
+    for axis, n in enumerate(shape):
+        along = [1] * len(shape)
         along[axis] = lags.size
         overlap = overlap * (n - np.abs(lags)).reshape(along)
     return np.clip(ac / overlap, 0.0, 1.0)         # FFT round-off can dip just below 0
