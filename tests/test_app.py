@@ -44,8 +44,12 @@ def runs_dir(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def app(runs_dir):
+def app(runs_dir, request):
+    """The app after its first run: on Explore, or on Train for tests marked ``train_page`` (which then skip
+    Explore's generation and 3D scene, ~0.6 s each)."""
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180)
+    if request.node.get_closest_marker("train_page"):
+        at.switch_page("app_pages/train.py")
     at.run()
     assert not at.exception, at.exception
     return at
@@ -316,6 +320,7 @@ def use_uploads(at):
     return rerun(at)
 
 
+@pytest.mark.train_page
 def test_bad_uploads_show_the_data_modules_message(app, tmp_path):
     use_uploads(open_train(app))
     assert "Add at least one dataset" in app.error[0].value
@@ -332,6 +337,7 @@ def test_bad_uploads_show_the_data_modules_message(app, tmp_path):
 
 
 @pytest.mark.parametrize("attack", ["external raw storage", "external link", "virtual dataset"])
+@pytest.mark.train_page
 def test_a_dream3d_upload_pointing_outside_itself_is_refused_and_nothing_outside_is_read(app, attack, tmp_path):
     from crafted_hdf5 import OutsideFileTrap, crafted_dream3d
     trap = OutsideFileTrap(tmp_path)
@@ -349,6 +355,7 @@ def test_a_dream3d_upload_pointing_outside_itself_is_refused_and_nothing_outside
         trap.close()
 
 
+@pytest.mark.train_page
 def test_uploads_stay_in_staging_and_bad_run_names_or_launches_leave_nothing(app, runs_dir, monkeypatch):
     use_uploads(open_train(app))
     escaped = f"escaped-{os.getpid()}-{time.time_ns()}.npy"
@@ -384,6 +391,7 @@ def test_uploads_stay_in_staging_and_bad_run_names_or_launches_leave_nothing(app
     assert list(staging.rglob("*.npy")) == []
 
 
+@pytest.mark.train_page
 def test_synthetic_data_previews_patches_checks_values_and_launches_with_its_recipe(app, runs_dir):
     open_train(app)
     assert not app.error
@@ -408,6 +416,7 @@ def test_synthetic_data_previews_patches_checks_values_and_launches_with_its_rec
     assert app.text_input(key="run_name").value != "synthetic-run"     # a fresh name for the next run
 
 
+@pytest.mark.train_page
 def test_the_voxel_size_starts_unknown_and_refuses_zero(app, runs_dir):
     open_train(app)
     field = app.number_input(key="voxel")
@@ -451,6 +460,7 @@ def test_the_new_run_form_keeps_its_values_and_a_new_session_starts_from_the_las
     assert [s.value for s in at.subheader][:1] == ["Runs"] and at.selectbox[0].key == "selected_run"
 
 
+@pytest.mark.train_page
 def test_one_micrograph_trains_without_an_attribute_and_the_form_explains_attributes(app, runs_dir, monkeypatch):
     use_uploads(open_train(app))
     assert any(c.value.startswith("An **attribute** is a number") and "Leave the names empty" in c.value
@@ -485,6 +495,7 @@ def test_explore_shows_a_model_without_attributes(runs_dir, tmp_path):
     assert set(at.dataframe[0].value["volume"]) == {"generated", "training data"}     # the one image, overlaid
 
 
+@pytest.mark.train_page
 def test_a_finished_runs_model_is_calibrated_for_matching_from_a_button(app, runs_dir, trained_run, monkeypatch):
     shutil.copytree(trained_run, runs_dir / "tiny")
     original = jobs.start_calibration
@@ -502,6 +513,7 @@ def test_a_finished_runs_model_is_calibrated_for_matching_from_a_button(app, run
     assert "calibration" in json.loads((runs_dir / "tiny" / "model" / "model.json").read_text())
 
 
+@pytest.mark.train_page
 def test_a_crashed_run_shows_its_error_tail(app, runs_dir):
     run_dir = runs_dir / "broken"
     run_dir.mkdir()
@@ -515,6 +527,7 @@ def test_a_crashed_run_shows_its_error_tail(app, runs_dir):
     assert "Resume" in [b.label for b in app.button] and "Stop" not in [b.label for b in app.button]
 
 
+@pytest.mark.train_page
 def test_launch_progress_stop_resume_and_open_in_explore(app, runs_dir):
     use_uploads(open_train(app))
     app.file_uploader(key="files_0").set_value(("composite.npy", COMPOSITE.read_bytes(), "application/octet-stream"))
