@@ -113,7 +113,7 @@ def test_evaluate_generates_from_a_model_or_takes_a_volume(pair, tmp_path):
 @pytest.fixture(scope="module")
 def synthetic_steering():
     model = SyntheticModel()
-    report = steering(model, "alpha", [0.05, 0.3, 0.6], seeds=2, shape=(64, 64, 64), truth=synthetic_truth,
+    report = steering(model, "alpha", [0.05, 0.3, 0.6], seeds=2, shape=(48, 48, 48), truth=synthetic_truth,
                       progress=False)
     return model, report
 
@@ -146,7 +146,7 @@ def test_steering_reports_the_error_between_trained_values_against_truth(synthet
 def test_steering_generates_every_value_and_seed_non_periodic(synthetic_steering):
     model, _ = synthetic_steering
     assert sorted((a["alpha"], s) for a, s, _, _ in model.calls) == [(v, s) for v in (0.05, 0.3, 0.6) for s in (0, 1)]
-    assert all(shape == (64, 64, 64) and periodic is False for _, _, shape, periodic in model.calls)
+    assert all(shape == (48, 48, 48) and periodic is False for _, _, shape, periodic in model.calls)
 
 
 def test_steering_adds_the_trained_values_and_flags_extrapolation():
