@@ -183,6 +183,10 @@ def test_a_fresh_session_shows_the_loading_message_at_once(server, browser):
         page.close()
 
 
+RUN_FINISHED = ("!document.querySelector('[data-testid=\"stStatusWidgetRunningIcon\"], "
+                "[data-testid=\"stStatusWidgetRunningManIcon\"]')")
+
+
 def test_view_draws_follows_the_slider_and_exports(server, browser, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page.add_init_script(TIMING_SCRIPT)
@@ -214,7 +218,8 @@ def test_view_draws_follows_the_slider_and_exports(server, browser, tmp_path):
         assert value.get_attribute("value") != before_value
         timings.append((float(value.get_attribute("value")), loaded, drawn, on_screen))
         picture = new_picture
-        page.wait_for_timeout(3000)                   # the statistics below finish before the next move
+        # the statistics below finish before the next move: Streamlit's "running" icon is gone
+        page.wait_for_function(RUN_FINISHED, timeout=60_000, polling=50)
     print("\nslider release -> new 3D view (ms): " + "; ".join(
         f"alpha {a:.3f}: drawn (WebGL) {draw:.0f}, iframe loaded {load:.0f}, confirmed by screenshot {shot:.0f}"
         for a, load, draw, shot in timings))
