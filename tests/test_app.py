@@ -569,6 +569,8 @@ def test_launch_progress_stop_resume_and_open_in_explore(app, runs_dir):
     poll(lambda s: s.state == "running" and s.step > stopped_at)
     app.button[[b.label for b in app.button].index("Stop")].click()
     poll(lambda s: s.state == "stopped")
+    log = (run_dir / jobs.LOG_FILE).read_text()
+    assert "slicegan_core train" in log and "slicegan_core resume" in log
 
     app.button[[b.label for b in app.button].index("Open in Explore")].click()
     rerun(app)

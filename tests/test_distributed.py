@@ -9,14 +9,13 @@ difference of means, and constants cancel) takes a step of +-lr decided by float
 summation order, 2 threads instead of 1 included, then moves the weights apart by ~1e-3 within 5 steps at the
 tiny preset's learning rate, whatever the code does. At lr 1e-9 those steps do not matter and the gradients
 are compared where they are computed.
+
+A 2-process run stopped by SIGTERM (through torchrun) and resumed by one process: tests/test_jobs.py.
 """
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,18 +23,15 @@ import torch
 
 from slicegan_core.distributed import BatchShare, Ranks
 from slicegan_core.storage import load_tensors
-from slicegan_core.train import lock_holder, resume, train
+from slicegan_core.train import lock_holder, train
 
 REPO = Path(__file__).resolve().parents[1]
 TOLERANCE = 1e-4
 EQUALITY_SETTINGS = {"bf16": False, "threads": 1, "lr_g": 1e-9, "lr_d": 1e-9}
 
 
-def cli(*arguments: str, torchrun: int | None = None) -> list[str]:
-    """``python -m slicegan_core ARGUMENTS``, or started by plain torchrun with ``torchrun`` processes."""
-    if torchrun:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={torchrun}",
-                "-m", "slicegan_core", *arguments]
+def cli(*arguments: str) -> list[str]:
+    """``python -m slicegan_core ARGUMENTS`` (``--nproc N`` runs torchrun inside it: slicegan_core.launch)."""
     return [sys.executable, "-m", "slicegan_core", *arguments]
 
 
@@ -128,33 +124,3 @@ def test_two_ranks_compute_the_one_process_run_and_a_run_resumes_from_one_rank_t
     run_cli(cli("resume", str(one), "--steps", "7", "--nproc", "2"))
     assert status(one)["state"] == "finished" and status(one)["step"] == 7 and status(one)["processes"] == 2
     assert event_steps(one) == list(range(1, 8)) and lock_holder(one) is None
-
-
-def test_torchrun_run_stops_on_sigterm_at_one_step_and_resumes_under_one_process(training_volumes, tmp_path):
-    run_dir = tmp_path / "run"
-    command = cli(*train_arguments(training_volumes, run_dir, 100_000, {"threads": 1, "checkpoint_every": 1000}),
-                  torchrun=2)
-    launcher = subprocess.Popen(command, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not ((run_dir / "events.jsonl").is_file() and len(event_steps(run_dir)) >= 2):
-            assert launcher.poll() is None, launcher.communicate()[1].decode()[-3000:]
-            assert time.monotonic() < deadline, "the 2-process run made no progress"
-            time.sleep(0.05)
-        running = status(run_dir)
-        assert running["state"] == "running" and running["processes"] == 2
-        assert running["pid"] == launcher.pid          # the process to signal is torchrun, not a rank
-        os.kill(running["pid"], signal.SIGTERM)
-        launcher.wait(timeout=60)                      # torchrun would kill the ranks 30 s after SIGTERM
-    finally:
-        if launcher.poll() is None:
-            os.killpg(launcher.pid, signal.SIGKILL)
-    stopped = status(run_dir)
-    reached = load_tensors(run_dir / "checkpoint.safetensors")[1]["step"]
-    assert stopped["state"] == "stopped" and stopped["step"] == reached >= 2
-    assert event_steps(run_dir) == list(range(1, reached + 1))       # one line per logged step, none twice
-    assert lock_holder(run_dir) is None and not list(run_dir.glob("**/.*.tmp"))
-    resume(run_dir, steps=reached + 2)                                 # 2 processes -> 1
-    assert status(run_dir)["state"] == "finished" and "processes" not in status(run_dir)
-    assert event_steps(run_dir) == list(range(1, reached + 3))

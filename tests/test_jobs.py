@@ -13,7 +13,8 @@ import pytest
 
 from slicegan_core import jobs
 from slicegan_core.data import DatasetSpec
-from slicegan_core.train import lock_holder
+from slicegan_core.storage import load_tensors
+from slicegan_core.train import lock_holder, resume
 
 
 def wait_for(run_dir, condition, timeout=120.0):
@@ -25,6 +26,10 @@ def wait_for(run_dir, condition, timeout=120.0):
             return status
         time.sleep(0.3)
     pytest.fail(f"run never reached the expected state; last: {status}\n{jobs.log_tail(run_dir)}")
+
+
+def event_steps(run_dir) -> list[int]:
+    return [json.loads(line)["step"] for line in (run_dir / "events.jsonl").read_text().splitlines()]
 
 
 @pytest.fixture
@@ -190,31 +195,39 @@ print(jobs.start_training({str(run_dir)!r}, specs, preset="tiny", steps=100_000,
     with pytest.raises(ValueError, match="not running"):
         jobs.stop_training(run_dir)
 
-    resumed = jobs.resume_training(run_dir)
-    assert resumed.state == "starting"
-    again = wait_for(run_dir, lambda s: s.state == "running" and s.step > stopped.step)
-    assert again.pid != stopped.pid
-    jobs.stop_training(run_dir)
-    final = wait_for(run_dir, lambda s: not s.active)
-    assert final.state == "stopped"
-    log = (run_dir / jobs.LOG_FILE).read_text()
-    assert "slicegan_core train" in log and "slicegan_core resume" in log
+    assert "slicegan_core train" in (run_dir / jobs.LOG_FILE).read_text()
+    # Resuming it in the background (jobs.resume_training) is the Train page's Resume button: test_app.py.
     assert [r.name for r in jobs.list_runs(runs_dir)] == ["tiny"]
 
 
-def test_a_run_with_two_processes_is_stopped_through_torchrun(tiny_specs, runs_dir):
+def test_a_run_with_two_processes_stops_through_torchrun_at_one_step_and_resumes_under_one(tiny_specs, runs_dir):
+    """--nproc 2 runs torchrun inside the launched process (slicegan_core.launch), so this is also the path of a
+    user who starts torchrun by hand: one pid to signal, SIGTERM checkpoints once, and the run goes on alone."""
     assert jobs.train_command("run", tiny_specs, processes=2)[-2:] == ["--nproc", "2"]
     with pytest.raises(ValueError, match="at least 1"):
         jobs.train_command("run", tiny_specs, processes=0)
     run_dir = jobs.new_run_dir(runs_dir, "two")
-    jobs.start_training(run_dir, tiny_specs, preset="tiny", steps=100_000, options={"threads": 1}, processes=2)
-    running = wait_for(run_dir, lambda s: s.state == "running" and s.step >= 2)
+    jobs.start_training(run_dir, tiny_specs, preset="tiny", steps=100_000,
+                        options={"threads": 1, "checkpoint_every": 1000}, processes=2)
+    # status.json's step moves at checkpoints; events.jsonl has every step
+    running = wait_for(run_dir, lambda s: s.state == "running" and len(jobs.read_events(run_dir)) >= 2)
     record = json.loads((run_dir / jobs.JOB_FILE).read_text())
     assert running.pid == record["pid"]        # --nproc became torchrun in the launched process: one pid to signal
+    assert json.loads((run_dir / "status.json").read_text())["processes"] == 2
     jobs.stop_training(run_dir)
     stopped = wait_for(run_dir, lambda s: not s.active)
-    assert stopped.state == "stopped" and json.loads((run_dir / "status.json").read_text())["processes"] == 2
-    assert lock_holder(run_dir) is None
+    status = json.loads((run_dir / "status.json").read_text())
+    reached = load_tensors(run_dir / "checkpoint.safetensors")[1]["step"]
+    assert stopped.state == "stopped" and status["processes"] == 2 and status["step"] == reached >= 2
+    assert event_steps(run_dir) == list(range(1, reached + 1))       # one line per logged step, none twice
+    assert lock_holder(run_dir) is None and not list(run_dir.glob("**/.*.tmp"))
+    log = (run_dir / jobs.LOG_FILE).read_text()
+    assert f"run stopped at step {reached}" in log and "Traceback" not in log, log[-3000:]
+    assert "death signal" not in log                                   # nor torchrun's own log lines
+    resume(run_dir, steps=reached + 2)                                 # 2 processes -> 1, in this process
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "finished" and "processes" not in status
+    assert event_steps(run_dir) == list(range(1, reached + 3))
 
 
 def test_invalid_data_fails_with_the_data_modules_message(runs_dir):
