@@ -133,11 +133,10 @@ CASES = [
 
 
 # Cases run through a real subprocess (the rest call the CLI's entry point in this process, which is the same
-# code without the ~3 s of starting Python and torch each time): one per kind of input, and --nproc, which
-# starts torchrun.
-SUBPROCESS = {"attr-not-a-number", "two-processes-bad-data", "pickled-objects", "declared-size-beyond-memory",
-              "resume-corrupt-config", "card-is-a-list", "out-is-a-directory", "synth-fractions-text",
-              "evaluate-greyscale-photo", "match-uncalibrated-model"}
+# code without the ~2 s of starting Python and torch each time): one per command that reads a file, and --nproc,
+# which starts torchrun.
+SUBPROCESS = {"two-processes-bad-data", "pickled-objects", "resume-corrupt-config", "out-is-a-directory",
+              "synth-fractions-text", "evaluate-greyscale-photo", "match-uncalibrated-model"}
 
 
 def run_in_process(argv, cwd, capsys, monkeypatch) -> subprocess.CompletedProcess:
@@ -200,34 +199,56 @@ def test_resume_removes_the_temp_files_a_kill_left(run_copy):
 # ---- the run lock under a real race ---------------------------------------------------------------------
 
 RACER = """
-import os, sys, time
-from slicegan_core.cli import main            # everything imported before the start signal
-go = sys.argv[1]
-open(f"{go}.ready.{os.getpid()}", "w").close()
-while not os.path.exists(go):
-    time.sleep(0.001)
-sys.exit(main(sys.argv[2:]))
+import contextlib, os, sys, time
+from slicegan_core.cli import main            # imported once, before the first start signal
+folder, rounds, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+for round_index in range(rounds):
+    go, me = os.path.join(folder, f"go{round_index}"), f"{round_index}.{os.getpid()}"
+    open(f"{go}.ready.{os.getpid()}", "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.001)
+    with open(os.path.join(folder, f"stderr{me}"), "w") as stderr, contextlib.redirect_stderr(stderr):
+        try:
+            code = main([a.replace("ROUND", str(round_index)) for a in argv])
+        except SystemExit as stop:
+            code = stop.code
+    with open(os.path.join(folder, f"code{me}"), "w") as out:
+        out.write(str(code))
 """
 
 
 def test_trainers_started_at_the_same_instant_on_one_directory_exactly_one_runs(training_volumes, tmp_path):
+    """Separate processes (each imports once, then races every round) start training on one run directory at
+    the same instant, round after round."""
     rounds, racers = 4, 3
-    for round_index in range(rounds):
-        run_dir, go = tmp_path / f"run{round_index}", tmp_path / f"go{round_index}"
-        argv = ["train", "--data", str(training_volumes[0][0]), "--preset", "tiny", "--run-dir", str(run_dir),
-                "--steps", "3", "--set", "checkpoint_every=1", "--set", "fidelity_seeds=0"]
-        processes = [subprocess.Popen([sys.executable, "-c", RACER, str(go), *argv], cwd=tmp_path, env=ENV,
-                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = ["train", "--data", str(training_volumes[0][0]), "--preset", "tiny", "--run-dir",
+            str(tmp_path / "runROUND"), "--steps", "3", "--set", "checkpoint_every=1", "--set", "fidelity_seeds=0"]
+    output = tmp_path / "racers.log"          # a file, not a pipe nobody reads until the end
+    with open(output, "w") as log:
+        processes = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path), str(rounds), *argv],
+                                      cwd=tmp_path, env=ENV, stdout=log, stderr=subprocess.STDOUT)
                      for _ in range(racers)]
-        deadline = time.monotonic() + 120      # every racer has finished its imports and waits at the line
-        while len(list(tmp_path.glob(f"{go.name}.ready.*"))) < racers and time.monotonic() < deadline:
-            time.sleep(0.05)
-        go.touch()
-        outcomes = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
+    try:
+        for round_index in range(rounds):
+            deadline = time.monotonic() + 120      # every racer has finished the last round and waits at the line
+            while len(list(tmp_path.glob(f"go{round_index}.ready.*"))) < racers and time.monotonic() < deadline:
+                assert all(p.poll() is None for p in processes), output.read_text()[-3000:]
+                time.sleep(0.02)
+            (tmp_path / f"go{round_index}").touch()
+        for process in processes:
+            assert process.wait(timeout=300) == 0, output.read_text()[-3000:]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    for round_index in range(rounds):
+        outcomes = [(int(path.read_text()), path.name.replace("code", "stderr"))
+                    for path in tmp_path.glob(f"code{round_index}.*")]
         codes = sorted(code for code, _ in outcomes)
-        assert codes == [0] + [2] * (racers - 1), outcomes
-        for code, stderr in outcomes:
+        assert codes == [0] + [2] * (racers - 1), (round_index, outcomes)
+        for code, stderr_name in outcomes:
+            stderr = (tmp_path / stderr_name).read_text()
             if code == 2:
                 assert ("is in use by process" in stderr or "already holds a run" in stderr), stderr
-        steps = [json.loads(line)["step"] for line in (run_dir / "events.jsonl").read_text().splitlines()]
-        assert steps == [1, 2, 3]     # one trainer's log: no step twice
+        run_log = (tmp_path / f"run{round_index}" / "events.jsonl").read_text().splitlines()
+        assert [json.loads(line)["step"] for line in run_log] == [1, 2, 3]     # one trainer's log: no step twice
