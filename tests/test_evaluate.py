@@ -36,7 +36,7 @@ class SyntheticModel:
 
 def synthetic_truth(value, seed):
     # Other seeds than the model's, so truth and "generated" are independent samples of the same law.
-    return synthesize(shape=(64, 64, 64), sigma=value, median_esd=5.0, seed=1000 + seed, periodic=False).labels
+    return synthesize(shape=(48, 48, 48), sigma=value, median_esd=5.0, seed=1000 + seed, periodic=False).labels
 
 
 @pytest.fixture(scope="module")
