@@ -200,6 +200,11 @@ class TrainConfig:
     # The penalty sees softmax(logits / island_temperature): above 1 it reaches confident islands, whose
     # plain softmax gradient P(1 - P) vanishes.
     island_temperature: float = 1.0
+    # Weight of train.fraction_error (each fake volume's phase fractions against its training image's,
+    # relative to them) in the generator's loss; n-phase only. None = automatic: RARE_PHASE_WEIGHT when a phase
+    # covers less than RARE_PHASE_SHARE of a training image (the critics alone let such a phase vanish), else
+    # off. 0 = off.
+    fraction_penalty: float | None = None
     checkpoint_every: int = 200               # generator steps
     log_every: int = 10
     # Generated volumes per dataset for the fidelity verdict at every checkpoint (slicegan_core.fidelity);
@@ -232,8 +237,9 @@ class TrainConfig:
             raise ValueError(f"threads must be 'auto' or a number of threads (got {self.threads!r}).")
         if not isinstance(self.threads, str):
             _check_range("threads", self.threads, 0, 1024)
-        if self.island_penalty_high is not None:
-            _check_range("island_penalty_high", self.island_penalty_high, 0)
+        for name in ("island_penalty_high", "fraction_penalty"):
+            if getattr(self, name) is not None:
+                _check_range(name, getattr(self, name), 0)
         _check_range("island_max_voxels", self.island_max_voxels, 1, 2)
         _check_range("seed", self.seed, 0, MAX_SEED)
         if self.device not in ("auto", "cpu", "cuda"):

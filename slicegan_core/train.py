@@ -91,6 +91,9 @@ def _train_loop(run: "Run") -> str:
             softened = torch.softmax(run.last_logits.float() / cfg.island_temperature, dim=1)
             islands = expected_islands(softened, cfg.island_max_voxels)
             loss_g = loss_g + (run.island_weights(attrs) * islands).mean()
+        if run.fraction_weight:
+            targets = run.target_fractions[dataset_index[run.share.volumes]]
+            loss_g = loss_g + run.fraction_weight * fraction_error(fake, targets).mean()
         loss_g.backward()
         critics.requires_grad_(True)
         run.average_gradients(run.G)
@@ -110,6 +113,30 @@ def _train_loop(run: "Run") -> str:
         if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
             run.checkpoint()
     return "finished"
+
+
+RARE_PHASE_SHARE = 0.05     # a phase under this share of a training image turns the fraction penalty on
+RARE_PHASE_WEIGHT = 1.0     # the fraction penalty's automatic weight
+
+
+def fraction_error(probabilities: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """How far each of (B, C, D, H, W) phase probabilities' fractions are from ``targets`` (B, C), relative to
+    them -> (B,): sum over phases of (mean P_c - target_c)^2 / target_c, i.e. a missing phase of share t costs t
+    and a phase 10 % off costs 0.01 t. A rare phase gets the larger say, which the critics (fooled as well by a
+    volume without it as by one with its few specks) do not give it. Targets under 0.001 count as 0.001."""
+    fractions = probabilities.float().mean(dim=tuple(range(2, probabilities.dim())))
+    return ((fractions - targets) ** 2 / targets.clamp_min(1e-3)).sum(dim=1)
+
+
+def fraction_weight(setting: float | None, fractions: list[dict]) -> tuple[float, list[str]]:
+    """The fraction penalty's weight for a run whose training images have phase ``fractions`` (per dataset,
+    ``{phase value: share}``): ``setting``, or when None RARE_PHASE_WEIGHT if a phase present in an image
+    covers less than RARE_PHASE_SHARE of it, else 0. Also the rare phases, as "phase V (S %)" texts."""
+    rare = sorted({f"phase {value} ({share:.1%})" for shares in fractions for value, share in shares.items()
+                   if 0 < share < RARE_PHASE_SHARE})
+    if setting is not None:
+        return float(setting), rare
+    return (RARE_PHASE_WEIGHT if rare else 0.0), rare
 
 
 def expected_islands(probabilities: torch.Tensor, max_voxels: int = 1) -> torch.Tensor:
@@ -230,6 +257,12 @@ class Run:
         # This process's part of every global batch (all of it in a one-process run).
         self.share = BatchShare.of(self.ranks, tc.batch_size, self.slices_per_axis, self.real_patches_per_axis,
                                    self.penalty_pairs)
+        fractions = self.data.phase_fractions()
+        self.fraction_weight, self.rare_phases = (fraction_weight(tc.fraction_penalty, fractions)
+                                                  if self.model_config.image_type == "n-phase" else (0.0, []))
+        # (datasets, C): each training image's phase fractions in channel order, the penalty's targets
+        self.target_fractions = torch.tensor([[shares.get(v, 0.0) for v in self.data.phase_values]
+                                              for shares in fractions], device=self.device)
 
     def should_stop(self) -> bool:
         """True when a stop was requested (SIGTERM/SIGINT) in any of the run's processes."""
@@ -778,6 +811,12 @@ def _execute(run: Run) -> Path:
             pass
     try:
         run.set_status("running")
+        if run.rare_phases and run.ranks.main:
+            several = len(run.rare_phases) > 1
+            kept = f"keeps {'them' if several else 'it'} in the output" if run.fraction_weight else "is off"
+            print(f"rare phase{'s' if several else ''}: {', '.join(run.rare_phases)} of a training image; the "
+                  f"fraction penalty {kept} (weight {run.fraction_weight:g}; --set fraction_penalty=W to change it)",
+                  flush=True)
         run.G.train()
         outcome = _train_loop(run)
         if outcome == "finished" and run.config.get("calibrate") and run.ranks.main:

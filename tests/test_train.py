@@ -409,3 +409,35 @@ def test_island_penalty_weight_follows_the_attribute_between_low_and_high(tmp_pa
     assert json.loads((run_dir / "config.json").read_text())["train"]["island_max_voxels"] == 2
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
 
+
+
+def test_fraction_error_is_relative_to_each_phase_and_pulls_a_missing_phase_back(tmp_path):
+    probabilities = torch.zeros(2, 3, 4, 4, 4)
+    probabilities[:, 0], probabilities[:, 1] = 0.9, 0.1            # phase 2 missing in both volumes
+    targets = torch.tensor([[0.9, 0.09, 0.01], [0.9, 0.1, 0.0]])
+    error = train_module.fraction_error(probabilities, targets)
+    # volume 0: (0.1 - 0.09)^2 / 0.09 + 0.01^2 / 0.01; volume 1 has its fractions (an absent phase stays absent)
+    assert error.tolist() == pytest.approx([0.01 ** 2 / 0.09 + 0.01, 0.0], abs=1e-7)
+    logits = torch.zeros(1, 3, 4, 4, 4, requires_grad=True)
+    train_module.fraction_error(torch.softmax(logits, 1), torch.tensor([[0.6, 0.39, 0.01]])).sum().backward()
+    assert logits.grad[0, 2].mean() > 0        # an excess (1/3 against 0.01) is pushed down, hardest where rare
+    # Automatic weight: on when a phase present in an image covers less than 5 % of it; a number overrides.
+    assert train_module.fraction_weight(None, [{0: 0.5, 1: 0.5}, {0: 1.0}]) == (0.0, [])
+    weight, rare = train_module.fraction_weight(None, [{0: 0.6, 1: 0.391, 255: 0.009}])
+    assert weight == train_module.RARE_PHASE_WEIGHT > 0 and rare == ["phase 255 (0.9%)"]
+    assert train_module.fraction_weight(0, [{0: 0.99, 1: 0.01}]) == (0.0, ["phase 1 (1.0%)"])
+    from slicegan_core.config import TrainConfig
+    with pytest.raises(ValueError, match="fraction_penalty"):
+        TrainConfig(fraction_penalty=-1.0)
+
+
+def test_a_rare_phase_turns_the_fraction_penalty_on_and_says_so(tmp_path, capsys):
+    specs = _skewed_specs(tmp_path)           # the minority phase covers 1.2 % of each volume
+    run = _run(specs, tmp_path)
+    assert run.fraction_weight == train_module.RARE_PHASE_WEIGHT
+    assert run.target_fractions.shape == (2, 2) and run.target_fractions[0, 1] == pytest.approx(385 / 32 ** 3)
+    assert _run(specs, tmp_path, fraction_penalty=0.0).fraction_weight == 0.0
+    run_dir = train(specs, tmp_path / "trained", preset_name="tiny", steps=2, fidelity_seeds=0)
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    assert "rare phases: phase 0 (1.2%), phase 1 (1.2%) of a training image; the fraction penalty keeps them in " \
+           "the output (weight" in capsys.readouterr().out
