@@ -116,7 +116,7 @@ def _train_loop(run: "Run") -> str:
 
 
 RARE_PHASE_SHARE = 0.05     # a phase under this share of a training image turns the fraction penalty on
-RARE_PHASE_WEIGHT = 1.0     # the fraction penalty's automatic weight
+RARE_PHASE_WEIGHT = 100.0   # the automatic weight: docs/real-micrographs.md, "A rare phase"
 
 
 def fraction_error(probabilities: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
