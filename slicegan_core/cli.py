@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import warnings
@@ -224,6 +225,9 @@ def _guard(action) -> int:
         if isinstance(error, OSError):      # read-only folder, full disk, missing file: one sentence, the path
             from .storage import os_error_sentence
             error = os_error_sentence(error, error.filename or "a file", action="use")
+            # zarr writes through asyncio: after a failed write its unfinished tasks are collected at exit, and
+            # asyncio would log "Task was destroyed but it is pending!" for each under the sentence.
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         if _first_process():   # under torchrun every process has the same error; one line is enough
             print(f"error: {error}", file=sys.stderr)
         return 2

@@ -243,6 +243,22 @@ def ome_multiscale(name: str, voxel_size_um: float | None, colour: bool = False)
                 {"type": "scale", "scale": ([1.0] if colour else []) + scale}]}]}
 
 
+def _finish_zarr_writes(timeout_s: float = 60.0) -> None:
+    """Wait for the chunk writes zarr still has in flight after one of them failed: zarr writes chunks
+    concurrently on its own event loop and stops waiting at the first error, and a write finishing later would
+    re-create the folders of a store that was just removed."""
+    import asyncio
+    from zarr.core.sync import sync
+
+    async def the_others():
+        current = asyncio.current_task()
+        await asyncio.gather(*(t for t in asyncio.all_tasks() if t is not current), return_exceptions=True)
+    try:
+        sync(the_others(), timeout=timeout_s)
+    except Exception:      # noqa: BLE001 - best effort: the caller removes the store either way
+        pass
+
+
 def _write_zarr(path: Path, tiles, voxel_size_um, record: dict, ranks) -> str:
     """Every process writes its tiles into ``NAME.zarr.partial`` (created by process 0); when all have finished
     without error, process 0 renames it to ``NAME.zarr`` (an old store of that name is replaced)."""
@@ -284,6 +300,8 @@ def _write_zarr(path: Path, tiles, voxel_size_um, record: dict, ranks) -> str:
                 array[where] = block
     except BaseException as caught:            # noqa: BLE001 - re-raised below, after the others are told
         error = caught
+    if error is not None:
+        _finish_zarr_writes()
     if ranks.any(error is not None, torch.device("cpu")):
         if ranks.main:
             shutil.rmtree(partial, ignore_errors=True)

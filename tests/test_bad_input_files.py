@@ -4,9 +4,11 @@ sentence naming the file or value, nothing half-made left behind."""
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import shutil
+import time
 import warnings
 from pathlib import Path
 
@@ -180,6 +182,26 @@ def test_a_full_disk_is_one_sentence_and_leaves_no_temporary_file(suffix, traine
     assert run_cli(["generate", "--model", trained_run / "model", "--shape", "16",
                     "--out", tmp_path / f"v{suffix}"]) == 2
     one_error(capsys, f"v{suffix}", "disk is full")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_while_zarr_writes_chunks_leaves_nothing(tmp_path, monkeypatch):
+    """zarr writes chunks concurrently and stops waiting at the first failure; the writes still in flight must
+    not re-create the store after it was removed (they finish here 20-200 ms after the first failure)."""
+    import zarr.storage._local as local_store
+    real_put, calls = local_store._put, itertools.count()
+
+    def put(path, value, exclusive=False):
+        if ".partial" in str(path) and path.name[0].isdigit():          # a chunk, not metadata
+            time.sleep(0.02 * next(calls))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_put(path, value, exclusive)
+    monkeypatch.setattr(local_store, "_put", put)
+    with pytest.raises(ValueError, match="disk is full"):      # 8 chunks of 128^3 written at once
+        stream.save_zarr(tmp_path / "v.zarr", np.ones((256, 256, 256), np.uint8))
+    time.sleep(0.5)                              # longer than any write in flight could still take
+    assert next(calls) > 2                       # several chunk writes were in flight
     assert list(tmp_path.iterdir()) == []
 
 
