@@ -825,7 +825,9 @@ def _execute(run: Run) -> Path:
             calibrate_model_dir(run.dir / "model", progress=False, **options)
         run.set_status(outcome)
     except BaseException as error:
-        tail = "".join(traceback.format_exception(error))[-4000:]
+        # A ValueError is already one sentence for the user (e.g. a full disk while checkpointing); anything
+        # else is a bug, whose traceback is what a report needs. Either way the last checkpoint resumes.
+        tail = str(error) if isinstance(error, ValueError) else "".join(traceback.format_exception(error))[-4000:]
         run.set_status("crashed", error=tail)
         raise
     finally:

@@ -205,6 +205,28 @@ def test_a_full_disk_while_zarr_writes_chunks_leaves_nothing(tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_full_disk_while_checkpointing_is_one_sentence_and_the_run_resumes(training_volumes, tmp_path, capsys,
+                                                                             monkeypatch):
+    from slicegan_core import storage as storage_module
+    real_write, failures = storage_module.atomic_write_bytes, []
+
+    def write(path, data):
+        if Path(path).name == "model.safetensors" and Path(path).is_file() and not failures:   # 2nd checkpoint
+            failures.append(path)
+            raise ValueError(storage.os_error_sentence(OSError(errno.ENOSPC, "No space left"), path))
+        return real_write(path, data)
+    monkeypatch.setattr(storage_module, "atomic_write_bytes", write)
+    run_dir = tmp_path / "run"
+    argv = ["train", "--data", training_volumes[0][0], "--preset", "tiny", "--run-dir", run_dir, "--steps", "6",
+            "--set", "checkpoint_every=2", "--set", "fidelity_seeds=0", "--set", "threads=1"]
+    assert run_cli(argv) == 2
+    one_error(capsys, "model.safetensors", "disk is full")
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "crashed" and status["error"].startswith("Could not write") and "Traceback" not in \
+        status["error"]
+    assert run_cli(["resume", run_dir]) == 0 and json.loads((run_dir / "status.json").read_text())["step"] == 6
+
+
 def test_a_read_only_folder_is_refused_before_generating(trained_run, tmp_path, capsys, monkeypatch):
     # Tests run as root, for whom chmod does not make a folder read-only; the OS's answer is what is faked.
     real_access = os.access
