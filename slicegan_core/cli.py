@@ -228,7 +228,14 @@ def _guard(action) -> int:
             # zarr writes through asyncio: after a failed write its unfinished tasks are collected at exit, and
             # asyncio would log "Task was destroyed but it is pending!" for each under the sentence.
             logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-        if _first_process():   # under torchrun every process has the same error; one line is enough
+        from .launch import ERROR_FILE
+        if os.environ.get(ERROR_FILE) and "RANK" in os.environ:   # started by --nproc: the launch prints one
+            try:
+                Path(f"{os.environ[ERROR_FILE]}.{int(os.environ['RANK'])}").write_text(str(error))
+                return 2
+            except (OSError, ValueError):
+                pass
+        if _first_process():   # under plain torchrun every process has the same error; one line is enough
             print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -523,6 +523,9 @@ def _to_phase_indices(raws, specs, max_phases: int):
                 raise ValueError(f"'{name}' has non-integer values such as "
                                  f"{values[values != np.round(values)][0]}; n-phase labels must be whole "
                                  "numbers, so choose image type 'grayscale' or segment it first.")
+            if values[0] < 0 or values[-1] > 2 ** 31 - 1:     # what a model card can carry as a phase value
+                raise ValueError(f"'{name}' has labels from {int(values[0])} to {int(values[-1])}; n-phase labels "
+                                 "must be whole numbers from 0 to 2^31 - 1, so relabel the phases (e.g. 0, 1, 2).")
             as_ints = tuple(int(v) for v in values)
             if reference is None:
                 reference = (name, as_ints)

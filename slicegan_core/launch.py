@@ -1,15 +1,23 @@
 """``--nproc N``: torchrun (torch.distributed.run) in this process, so the command keeps the pid its caller
 started, with a failure reported in one line instead of torchrun's traceback.
 
-A process that met bad input has already printed its one ``error:`` line and exited with status 2: the launch
-then exits 2 without a word more. A stop (SIGTERM / SIGINT) ends the processes with a checkpoint and exits 0,
+A process that met bad input writes its one sentence to a file named by ``ERROR_FILE`` (set here, inherited
+by the processes) and exits with status 2; the launch then prints the first process's sentence as the one
+``error:`` line and exits 2. (Printing it from process 0 alone lost it when another process failed first and
+torchrun stopped process 0 before it printed.) A stop (SIGTERM / SIGINT) ends the processes with a checkpoint and exits 0,
 as a one-process run does. Any other failure (a crash, a kill) gets one sentence naming the process.
 """
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
+from pathlib import Path
+
+# Environment variable: where a process of this launch writes its bad-input sentence (PATH.RANK).
+ERROR_FILE = "SLICEGAN_ERROR_FILE"
 
 
 def main(argv: list[str]) -> int:
@@ -25,6 +33,8 @@ def main(argv: list[str]) -> int:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     # torchrun sets one OpenMP thread per process anyway, with a five-line warning when the caller has not.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    errors = Path(tempfile.mkdtemp(prefix="slicegan-errors-"))
+    os.environ[ERROR_FILE] = str(errors / "error")
     try:
         torchrun_main(argv)
     except SignalException:
@@ -35,6 +45,9 @@ def main(argv: list[str]) -> int:
     except ChildFailedError as failed:
         failures = sorted(failed.failures.items())
         if any(failure.exitcode == 2 for _, failure in failures):
+            sentences = sorted(errors.glob("error.*"), key=lambda path: int(path.suffix[1:]))
+            if sentences:
+                print(f"error: {sentences[0].read_text()}", file=sys.stderr)
             return 2
         rank, failure = failures[0]
         code = failure.exitcode
@@ -42,6 +55,8 @@ def main(argv: list[str]) -> int:
         print(f"error: training process {rank} {how}; the others were stopped. The last checkpoint is kept: "
               "resume the run to continue from it.", file=sys.stderr)
         return 1
+    finally:
+        shutil.rmtree(errors, ignore_errors=True)
     return 0
 
 

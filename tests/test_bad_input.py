@@ -37,6 +37,7 @@ def files(tmp_path_factory, trained_run, training_volumes):
     np.save(folder / "two_hundred_values.npy", np.arange(200 * 200).reshape(200, 200) % 200)
     np.save(folder / "two_channels.npy", np.zeros((48, 48, 48, 2), np.uint8))
     np.save(folder / "five_d.npy", labels[None, None])
+    np.save(folder / "negative.npy", labels.astype(np.int16) - 1)
     np.save(folder / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     # A header that declares 64 GB: a sparse file, so the test costs no disk, and the loader must not read it.
     np.lib.format.open_memmap(folder / "declares_64gb.npy", mode="w+", dtype=np.uint8, shape=(4000, 4000, 4000))
@@ -84,6 +85,9 @@ CASES = [
                               "--run-dir", "{tmp}/run"], "(48, 48, 48, 2)"),
     ("two-processes-bad-data", ["train", "--nproc", "2", "--data", "{files}/two_channels.npy", "--preset", "tiny",
                                 "--run-dir", "{tmp}/run"], "(48, 48, 48, 2)"),    # caught after torchrun started
+    ("two-processes-voxel-size-0", ["train", "--nproc", "2", *DATA, "--voxel-size", "0"], "--voxel-size"),
+    ("negative-labels", ["train", "--data", "{files}/negative.npy", "--preset", "tiny", "--run-dir", "{tmp}/run"],
+     "from -1 to 1"),
     ("five-dimensions", ["train", "--data", "{files}/five_d.npy", "--preset", "tiny", "--run-dir", "{tmp}/run"],
      "5 dimensions"),
     ("pickled-objects", ["train", "--data", "{files}/objects.npy", "--preset", "tiny", "--run-dir", "{tmp}/run"],
@@ -133,9 +137,9 @@ CASES = [
 
 
 # Cases run through a real subprocess (the rest call the CLI's entry point in this process, which is the same
-# code without the ~2 s of starting Python and torch each time): one per command that reads a file, and --nproc,
-# which starts torchrun.
-SUBPROCESS = {"two-processes-bad-data", "pickled-objects", "resume-corrupt-config", "out-is-a-directory",
+# code without the ~2 s of starting Python and torch each time): one per command that reads a file, and two
+# with --nproc, which starts torchrun (an error found after the processes started, and one found as they start).
+SUBPROCESS = {"two-processes-bad-data", "two-processes-voxel-size-0", "pickled-objects", "resume-corrupt-config", "out-is-a-directory",
               "synth-fractions-text", "evaluate-greyscale-photo", "match-uncalibrated-model"}
 
 
