@@ -314,9 +314,9 @@ def cmd_synth(args) -> int:
                          f"(got {args.fractions!r}).") from None
     volume = synthesize(shape=args.shape, sigma=args.sigma, median_esd=args.median_esd,
                         phase_fractions=fractions, periodic=not args.no_periodic, seed=args.seed)
-    save_volume(args.out, volume.labels, provenance={"synthetic_recipe": volume.recipe})
-    if args.grain_ids:
+    if args.grain_ids:      # first: the format can still refuse ids that do not fit, before --out is written
         save_volume(args.grain_ids, volume.grain_ids, provenance={"synthetic_recipe": volume.recipe})
+    save_volume(args.out, volume.labels, provenance={"synthetic_recipe": volume.recipe})
     print(f"wrote {args.out}: {volume.labels.shape}, {volume.grain_phase.size} grains")
     return 0
 

@@ -38,6 +38,14 @@ def volume_bytes(volume: np.ndarray, suffix: str, voxel_size_um: float | None = 
         raise ValueError(f"Unknown export format {suffix!r}; use one of {', '.join(SAVE_FORMATS)}.")
     voxel_size_um = check_voxel_size(voxel_size_um)
     if suffix in (".tif", ".tiff"):
+        if volume.dtype.kind in "iu" and volume.dtype not in (np.uint8, np.uint16):
+            # ImageJ holds 8- and 16-bit integers (and float32): wider ids (e.g. grain ids) are kept as 16 bit
+            # when they fit, exactly; a value outside 0..65535 has no ImageJ type that keeps it.
+            low, high = (int(volume.min()), int(volume.max())) if volume.size else (0, 0)
+            if low < 0 or high > 65535:
+                raise ValueError(f"Values {low}..{high} do not fit a TIFF that ImageJ reads (0..65535); write a "
+                                 ".npy, .vti or .zarr instead.")
+            volume = volume.astype(np.uint16)
         buffer = io.BytesIO()
         tifffile.imwrite(buffer, volume, imagej=True, **imagej_calibration(voxel_size_um, volume.ndim == 4))
         return buffer.getvalue()

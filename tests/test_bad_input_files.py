@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -263,6 +264,16 @@ def test_a_large_png_is_read_without_pils_warning(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert load_image(path).shape == (9500, 9500)
+
+
+def test_synth_writes_grain_ids_as_a_tiff_imagej_reads(tmp_path, capsys):
+    assert run_cli(["synth", "--shape", "32", "--median-esd", "4", "--out", tmp_path / "v.npy",
+                    "--grain-ids", tmp_path / "g.tif"]) == 0
+    ids = tifffile.imread(tmp_path / "g.tif")
+    assert ids.dtype == np.uint16 and ids.shape == (32, 32, 32) and ids.max() > 100
+    from slicegan_core.export import volume_bytes
+    with pytest.raises(ValueError, match="0..65535"):
+        volume_bytes(np.full((2, 2, 2), 70_000, np.int32), ".tif")
 
 
 def test_evaluate_refuses_phases_that_neither_volume_holds(tmp_path, capsys):
