@@ -378,6 +378,16 @@ class Run:
         only: the others hold the same weights and random state)."""
         if not self.ranks.main:
             return
+        # A diverged run must not replace the last good checkpoint and model with NaN weights.
+        broken = [name for name, module in (("generator", self.G), ("averaged generator", self.G_average),
+                                            ("critic", self.critics))
+                  if not all(bool(torch.isfinite(t).all()) for t in module.state_dict().values()
+                             if t.is_floating_point())]
+        if broken:
+            raise ValueError(f"Training diverged by step {self.step}: the {broken[0]}'s weights are NaN or "
+                             f"infinite, so neither checkpoint.safetensors nor model/ in {self.dir} was "
+                             "overwritten; lower lr_g / lr_d and start a new run, or resume from a copy of an "
+                             "earlier checkpoint.")
         tensors = {f"G.{k}": v for k, v in self.G.state_dict().items()}
         tensors.update({f"D.{k}": v for k, v in self.critics.state_dict().items()})
         if self.G_average is not self.G:

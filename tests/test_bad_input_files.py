@@ -127,6 +127,19 @@ def test_nan_weights_are_refused_with_what_to_do(trained_run, tmp_path, capsys):
     one_error(capsys, "NaN", "model.safetensors")
 
 
+def test_a_run_that_diverged_keeps_its_last_good_checkpoint_and_model(trained_run, tmp_path, capsys):
+    run_dir = Path(shutil.copytree(trained_run, tmp_path / "run"))
+    tensors, meta = storage.load_tensors(run_dir / "checkpoint.safetensors")
+    for name, tensor in tensors.items():
+        if name.startswith("G.") and tensor.is_floating_point():
+            tensor.fill_(float("nan"))
+    storage.save_tensors(run_dir / "checkpoint.safetensors", tensors, meta)
+    before = {name: (run_dir / name).read_bytes() for name in ("checkpoint.safetensors", "model/model.safetensors")}
+    assert run_cli(["resume", run_dir, "--steps", meta["step"] + 2, "--set", "threads=1"]) == 2
+    one_error(capsys, "diverged", "NaN")
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
+
+
 def _calibration(change):
     def apply(card):
         change(card["calibration"])
