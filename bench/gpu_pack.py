@@ -16,7 +16,7 @@ import tarfile
 from pathlib import Path
 
 PART = 15 * 2 ** 20
-KEEP = ("config.json", "status.json", "events.jsonl", "model/model.json", "model/model.safetensors")
+KEEP = ("config.json", "status.json", "events.jsonl", "fidelity.jsonl", "model/model.json", "model/model.safetensors")
 
 
 def _halved(path: Path) -> bytes:

@@ -12,9 +12,9 @@ plus TauFactor tortuosity along axis 0 on the first seed).
 
 Training uses the ``cpu`` preset's defaults (what a user gets); ``--steps`` shortens a run, and the report
 states the steps each model had. Each run lives in ``runs/real_<case>`` (``train`` resumes it when it exists).
-Goals (issue "Clean structure"): small islands of generated slices <= 1.5 x the micrograph's + 20 per million
-pixels, volume fraction within 0.02, mean chord within 10 %; 3D cases also surface area and tortuosity within
-10 % of the 3D truth.
+Goals: small islands of generated slices <= 1.5 x the micrograph's + 20 per million pixels, volume fraction
+within 0.02, mean chord and perimeter (3D: surface area) within 10 %, every phase of >= 0.5 % of the pixels
+within 30 % of its fraction; 3D cases also tortuosity within 15 % of the 3D truth.
 """
 from __future__ import annotations
 
@@ -48,15 +48,21 @@ CASES = {
     # The same structure at half resolution (every 2nd voxel: chords ~10 px instead of ~20), to test whether
     # feature size against the 64-px patch is why the PoreSpy cases come out too fine (it is not: same miss).
     "blobs_0.5_half": ("3d", f"blobs_0.5's volume, every 2nd voxel ({TRUTH_EDGE // 2}^3)"),
+    # The same structure trained on its whole 3D volume as a stack (what a user with a 3D scan has: every
+    # slice along each axis, instead of one 192^2 image), to test whether one small training image is why
+    # smooth structures come out too fine.
+    "blobs_0.5_stack": ("3d", f"blobs_0.5's whole {TRUTH_EDGE}^3 volume as a 3D stack"),
 }
 GOALS = {"islands_factor": 1.5, "islands_offset": 20.0, "vf": 0.02, "chord_rel": 0.10, "ssa_rel": 0.10,
-         "tortuosity_rel": 0.10}
+         "tortuosity_rel": 0.15}
 
 
 def truth_volume(case: str) -> np.ndarray:
     import porespy as ps
     from scipy import stats
     shape = [TRUTH_EDGE] * 3
+    if case.endswith("_stack"):
+        return truth_volume(case.removesuffix("_stack"))
     if case.endswith("_half"):
         return np.ascontiguousarray(truth_volume(case.removesuffix("_half"))[::2, ::2, ::2])
     if case == "blobs_0.3":
@@ -84,7 +90,7 @@ def prepare() -> None:
         else:
             volume = truth_volume(case)
             np.save(OUT / f"{case}_truth.npy", volume)
-            image = volume[volume.shape[0] // 2]
+            image = volume if case.endswith("_stack") else volume[volume.shape[0] // 2]
         np.save(image_path, np.ascontiguousarray(image))
         print(f"wrote {image_path} {image.shape} values {np.unique(image).tolist()}", flush=True)
 
@@ -169,8 +175,9 @@ def goals(kind: str, rows: list[dict]) -> dict:
         "rare phase kept": all(abs(r["vf_generated"] - r["vf_real"]) <= 0.30 * r["vf_real"]
                                for r in rows if r["vf_real"] >= 0.005),
     }
+    # 2D: perimeter per area of the slices; 3D: surface per volume
+    checks["surface"] = all((rel(r["ssa_real"], r["ssa_generated"]) or 0) <= GOALS["ssa_rel"] for r in rows)
     if kind == "3d":
-        checks["surface"] = all((rel(r["ssa_real"], r["ssa_generated"]) or 0) <= GOALS["ssa_rel"] for r in rows)
         taus = [rel(r["tortuosity_real"], r["tortuosity_generated"]) for r in rows]
         checks["tortuosity"] = all(t is not None and t <= GOALS["tortuosity_rel"] for t in taus)
     return checks

@@ -189,8 +189,10 @@ class TrainConfig:
     # solution, and the oscillation shows as speckle; the average sits in the middle. 0 = off.
     ema_decay: float = 0.0
     # Weight of train.expected_islands (expected small phase islands per thousand voxels of the fake
-    # volumes) in the generator's loss; n-phase only. 0 = off.
-    island_penalty: float = 0.0
+    # volumes) in the generator's loss; n-phase only. 0 = off. None = automatic, per phase from the training
+    # images' own small 2D islands (train.island_phase_weights): full where the data has no speckle, off where
+    # it is full of real small features.
+    island_penalty: float | None = 0.0
     # Weight at the top of the first attribute's trained range, interpolated linearly from island_penalty at
     # the bottom; None = island_penalty at every value. Wide grain-size distributions really have small
     # grains, which a uniform weight also thins (docs/default-model.md).
@@ -205,6 +207,9 @@ class TrainConfig:
     # covers less than RARE_PHASE_SHARE of a training image (the critics alone let such a phase vanish), else
     # off. 0 = off.
     fraction_penalty: float | None = None
+    # Show the critics each real patch turned by a random flip or quarter turn (isotropic data only;
+    # TrainingData.sample): one small training image then offers 8 times as many distinct patches.
+    augment: bool = False
     checkpoint_every: int = 200               # generator steps
     log_every: int = 10
     # Generated volumes per dataset for the fidelity verdict at every checkpoint (slicegan_core.fidelity);
@@ -231,16 +236,19 @@ class TrainConfig:
             _check_range(name, getattr(self, name), 0, low_open=True)
         for name in ("beta1", "beta2", "ema_decay"):
             _check_range(name, getattr(self, name), 0, 1, high_open=True)
-        for name in ("gp_lambda", "attr_jitter", "island_penalty", "fidelity_seeds"):
+        for name in ("gp_lambda", "attr_jitter", "fidelity_seeds"):
             _check_range(name, getattr(self, name), 0)
         if isinstance(self.threads, str) and self.threads != "auto":
             raise ValueError(f"threads must be 'auto' or a number of threads (got {self.threads!r}).")
         if not isinstance(self.threads, str):
             _check_range("threads", self.threads, 0, 1024)
-        for name in ("island_penalty_high", "fraction_penalty"):
+        for name in ("island_penalty", "island_penalty_high", "fraction_penalty"):
             if getattr(self, name) is not None:
                 _check_range(name, getattr(self, name), 0)
         _check_range("island_max_voxels", self.island_max_voxels, 1, 2)
+        if self.island_penalty is None and self.island_penalty_high is not None:
+            raise ValueError("island_penalty_high needs a number for island_penalty (its weight at the bottom of "
+                             "the range); the automatic island_penalty (None) sets its weights from the data.")
         _check_range("seed", self.seed, 0, MAX_SEED)
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda' (got {self.device!r}).")
@@ -264,7 +272,7 @@ PRESETS: dict[str, tuple[dict, dict]] = {
                  output_layer="upsample"),
             dict(batch_size=4, critic_steps=3, lr_g=5e-4, lr_d=5e-4, slices_per_axis=4,
                  generator_slices_per_axis=64, steps=3000,
-                 checkpoint_every=100, ema_decay=0.999)),
+                 checkpoint_every=100, ema_decay=0.999, island_penalty=None, island_temperature=4.0)),
     # For tests and smoke runs: 32^3 volumes, tiny widths; trains a step in well under a second.
     "tiny": (dict(patch_size=32, z_channels=8, g_widths=(32, 16, 8), d_widths=(8, 16, 32),
                   mlp_width=32, code_dim=32, critic_conditioning="channel"),

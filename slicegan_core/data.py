@@ -243,7 +243,7 @@ class TrainingData:
         """Memory held by the sources, in bytes."""
         return sum(a.nbytes for arrays in self.sources for a in arrays)
 
-    def sample(self, dataset_index, axis: int, rng: np.random.Generator) -> torch.Tensor:
+    def sample(self, dataset_index, axis: int, rng: np.random.Generator, augment: bool = False) -> torch.Tensor:
         """Cut one random ``P x P`` patch per requested dataset.
 
         Parameters
@@ -256,6 +256,10 @@ class TrainingData:
             perpendicular to ``axis``.
         rng : numpy.random.Generator
             The only source of randomness.
+        augment : bool
+            Turn each patch by a random one of the 8 flips and quarter turns of the square (isotropic data
+            only: an anisotropic set's directions stay as they are). A small image then shows the critics 8
+            times as many distinct patches.
 
         Returns
         -------
@@ -281,6 +285,11 @@ class TrainingData:
         patches = np.empty((index.size, size, size) + channel_shape, dtype=np.uint8)
         for k, (i, position) in enumerate(zip(index, positions)):
             patches[k] = self._crop(int(i), axis, position)
+        if augment and self.isotropic:
+            # drawn after the positions, so a run without augmentation keeps its random stream
+            for k, (turns, flip) in enumerate(zip(rng.integers(0, 4, index.size), rng.integers(0, 2, index.size))):
+                patch = np.rot90(patches[k], turns)
+                patches[k] = patch[:, ::-1] if flip else patch
         patches = torch.from_numpy(patches)
         if self.image_type == "n-phase":
             one_hot = torch.zeros((index.size, self.n_channels, size, size), dtype=torch.float32)
@@ -311,6 +320,29 @@ class TrainingData:
     def phase_fractions(self) -> list[dict]:
         """Per dataset, ``{phase_value: area/volume fraction}`` (n-phase); empty dicts otherwise."""
         return [dict(f) for f in self._phase_fractions]
+
+    def island_densities(self) -> dict[int, float]:
+        """n-phase: per phase value, small 2D islands (edge-connected blobs of <= 4 pixels) per million pixels
+        *of that phase*, the largest over the training images (a 3D stack counts its three middle slices, each
+        view its own image). How much real fine speckle the data has, for the island penalty's automatic
+        weight (``train.island_phase_weights``); a phase absent from every image is left out."""
+        from .metrics.islands import island_density
+        densest: dict[int, float] = {}
+        for arrays, kind in zip(self.sources, self._kinds):
+            if kind == "stack":
+                volume = arrays[0]
+                images = [volume[(slice(None),) * axis + (volume.shape[axis] // 2,)] for axis in range(3)]
+            else:
+                images = list(arrays)
+            for image in images:
+                image = np.asarray(image)
+                shares = value_counts(image, self.n_channels)[:self.n_channels] / image.size
+                counts = island_density(image, range(self.n_channels))
+                for index, value in enumerate(self.phase_values):
+                    if shares[index] > 0:
+                        density = counts[index] / shares[index]
+                        densest[value] = max(densest.get(value, 0.0), density)
+        return densest
 
     def describe(self) -> dict:
         """A JSON-serialisable summary: image type, phases, and per dataset files, shapes, attrs."""

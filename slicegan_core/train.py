@@ -87,9 +87,9 @@ def _train_loop(run: "Run") -> str:
                                                      run.generator_slices_per_axis)
             with run.autocast():
                 loss_g = loss_g - critic(fake_slices, slice_attrs).mean()
-        if (cfg.island_penalty or cfg.island_penalty_high) and run.model_config.image_type == "n-phase":
+        if run.island_phase_weights is not None:
             softened = torch.softmax(run.last_logits.float() / cfg.island_temperature, dim=1)
-            islands = expected_islands(softened, cfg.island_max_voxels)
+            islands = expected_islands(softened, cfg.island_max_voxels, run.island_phase_weights)
             loss_g = loss_g + (run.island_weights(attrs) * islands).mean()
         if run.fraction_weight:
             targets = run.target_fractions[dataset_index[run.share.volumes]]
@@ -120,12 +120,15 @@ RARE_PHASE_WEIGHT = 100.0   # the automatic weight: docs/real-micrographs.md, "A
 
 
 def fraction_error(probabilities: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """How far each of (B, C, D, H, W) phase probabilities' fractions are from ``targets`` (B, C), relative to
-    them -> (B,): sum over phases of (mean P_c - target_c)^2 / target_c, i.e. a missing phase of share t costs t
-    and a phase 10 % off costs 0.01 t. A rare phase gets the larger say, which the critics (fooled as well by a
-    volume without it as by one with its few specks) do not give it. Targets under 0.001 count as 0.001."""
+    """How far each of (B, C, D, H, W) phase probabilities' fractions m are from ``targets`` t (B, C) -> (B,):
+    2 KL(t || m) = 2 sum over phases of t_c ln(t_c / m_c). Near the target this is sum (m_c - t_c)^2 / t_c, so
+    a rare phase gets the larger say, which the critics (fooled as well by a volume without it as by one with its
+    few specks) do not give it; and unlike that square its pull on a missing phase does not vanish once the
+    softmax is confident the phase is absent (its gradient on the phase's logits tends to 2 t_c, not to 0).
+    Phases with t_c = 0 add nothing (the fractions sum to 1, so their excess costs the others)."""
     fractions = probabilities.float().mean(dim=tuple(range(2, probabilities.dim())))
-    return ((fractions - targets) ** 2 / targets.clamp_min(1e-3)).sum(dim=1)
+    ratio = torch.log(targets.clamp_min(1e-12)) - torch.log(fractions.clamp_min(1e-12))
+    return 2 * (targets * ratio).sum(dim=1)
 
 
 def fraction_weight(setting: float | None, fractions: list[dict]) -> tuple[float, list[str]]:
@@ -139,13 +142,34 @@ def fraction_weight(setting: float | None, fractions: list[dict]) -> tuple[float
     return (RARE_PHASE_WEIGHT if rare else 0.0), rare
 
 
-def expected_islands(probabilities: torch.Tensor, max_voxels: int = 1) -> torch.Tensor:
+ISLAND_WEIGHT = 10.0       # the automatic island penalty's full weight: docs/real-micrographs.md, "Small islands"
+ISLAND_SPARSE = 1_000.0    # small 2D islands per million pixels of a phase at or below which it gets the full weight
+ISLAND_DENSE = 10_000.0    # at or above which it gets none (the data is full of real small features)
+
+
+def island_phase_weights(densities: dict[int, float], phase_values) -> list[float]:
+    """The island penalty's automatic weight per phase (channel order) from the training images' own small 2D
+    islands per million pixels of each phase (``TrainingData.island_densities``): ISLAND_WEIGHT up to
+    ISLAND_SPARSE, none from ISLAND_DENSE, falling linearly in log(density) between. Speckle is wrong where the
+    data has none (smooth particles, grains) and right where it is full of it (a fine phase), and the penalty
+    cannot tell a generator's speckle from real small features, so the data decides."""
+    weights = []
+    for value in phase_values:
+        density = densities.get(value, 0.0)
+        place = math.log(max(density, ISLAND_SPARSE) / ISLAND_SPARSE) / math.log(ISLAND_DENSE / ISLAND_SPARSE)
+        weights.append(ISLAND_WEIGHT * max(0.0, 1.0 - place))
+    return weights
+
+
+def expected_islands(probabilities: torch.Tensor, max_voxels: int = 1,
+                     phase_weights: torch.Tensor | None = None) -> torch.Tensor:
     """Expected small phase islands per thousand interior voxels of each of (B, C, D, H, W) phase
     probabilities -> (B,). One-voxel islands: sum over phases of P_c(x) * prod over the 6 face neighbours n of
     (1 - P_c(n)); with ``max_voxels`` 2 also face-connected pairs x, y: P_c(x) P_c(y) * prod over the pair's
     10 other face neighbours of (1 - P_c(n)). For one-hot volumes these are the exact counts. 2D critics barely
     see such islands (each is a one- or two-pixel blob in a few slices, among the many small blobs that real
-    slices show where they cut a grain's tip), so ``island_penalty`` asks for them directly."""
+    slices show where they cut a grain's tip), so ``island_penalty`` asks for them directly. ``phase_weights``
+    (C,): each phase's islands count that many times (default once)."""
     p = probabilities.float()
     q = 1 - p
     size = p.shape[2:]
@@ -169,7 +193,7 @@ def expected_islands(probabilities: torch.Tensor, max_voxels: int = 1) -> torch.
                 product = factor if product is None else product * factor
         across.append(product)
     alone = at(p, (0, 0, 0), interior) * across[0] * at(q, unit(0, -1), interior) * at(q, unit(0, 1), interior)
-    count = alone.sum(dim=(1, 2, 3, 4))
+    count = alone.sum(dim=(2, 3, 4))
     if max_voxels >= 2:
         for axis in range(3):
             first = tuple((1, n - 2 - (i == axis)) for i, n in enumerate(size))   # x and x + e_axis interior
@@ -177,7 +201,8 @@ def expected_islands(probabilities: torch.Tensor, max_voxels: int = 1) -> torch.
             pair = (at(p, (0, 0, 0), first) * at(p, unit(axis), first)
                     * across[axis].narrow(2 + axis, 0, length) * across[axis].narrow(2 + axis, 1, length)
                     * at(q, unit(axis, -1), first) * at(q, unit(axis, 2), first))
-            count = count + pair.sum(dim=(1, 2, 3, 4))
+            count = count + pair.sum(dim=(2, 3, 4))
+    count = count.sum(dim=1) if phase_weights is None else (count * phase_weights.to(count)).sum(dim=1)
     return 1000 * count / math.prod(n - 2 for n in size)
 
 
@@ -260,6 +285,17 @@ class Run:
         fractions = self.data.phase_fractions()
         self.fraction_weight, self.rare_phases = (fraction_weight(tc.fraction_penalty, fractions)
                                                   if self.model_config.image_type == "n-phase" else (0.0, []))
+        # The island penalty's weight per phase (C,), or None when it is off: a number in the settings weighs
+        # every phase alike (scaled by island_weights along alpha); None sets it per phase from the data.
+        self.island_densities, self.island_phase_weights = {}, None
+        if self.model_config.image_type == "n-phase":
+            if tc.island_penalty is None:
+                self.island_densities = self.data.island_densities()
+                weights = island_phase_weights(self.island_densities, self.data.phase_values)
+            else:
+                weights = [1.0 if tc.island_penalty or tc.island_penalty_high else 0.0] * len(self.data.phase_values)
+            if any(weights):
+                self.island_phase_weights = torch.tensor(weights, device=self.device)
         # (datasets, C): each training image's phase fractions in channel order, the penalty's targets
         self.target_fractions = torch.tensor([[shares.get(v, 0.0) for v in self.data.phase_values]
                                               for shares in fractions], device=self.device)
@@ -304,7 +340,9 @@ class Run:
         """Weight of the island penalty for each fake volume (b,), from its first attribute's place in the
         trained range (island_penalty at the bottom, island_penalty_high at the top)."""
         cfg = self.train_config
-        low_weight = torch.full((attrs.shape[0],), float(cfg.island_penalty), device=attrs.device)
+        low_weight = torch.full((attrs.shape[0],), float(cfg.island_penalty or 0.0), device=attrs.device)
+        if cfg.island_penalty is None:     # automatic: the weights are per phase (island_phase_weights)
+            return torch.ones_like(low_weight)
         if cfg.island_penalty_high is None or attrs.shape[1] == 0:
             return low_weight
         low, high = self.model_config.attribute_ranges[0]
@@ -353,7 +391,7 @@ class Run:
             per_volume = total // volumes
             offsets = torch.randint(per_volume, (count,), generator=self.torch_rng)
             chosen = (torch.arange(count) % volumes) * per_volume + offsets
-        real = self.data.sample(slice_dataset[chosen.numpy()], axis, self.rng)
+        real = self.data.sample(slice_dataset[chosen.numpy()], axis, self.rng, self.train_config.augment)
         rows = torch.from_numpy(self.share.real_rows)
         local = (chosen[rows] - self.share.volumes.start * (total // self.train_config.batch_size))
         local = local.to(fake_slices.device)          # into this process's fake slices
@@ -809,6 +847,18 @@ def checkpoint_step(run_dir) -> int:
     return step
 
 
+def island_message(densities: dict[int, float], phase_values, weights: torch.Tensor | None) -> str:
+    """The start-of-run line saying what the automatic island penalty found in the data and does about it."""
+    found = ", ".join(f"phase {value} {densities.get(value, 0.0):,.0f}" for value in phase_values)
+    if weights is None:
+        action = "the island penalty is off (the data is full of real small features)"
+    else:
+        action = "the island penalty weights " + ", ".join(
+            f"phase {value} {weight:.3g}" for value, weight in zip(phase_values, weights.tolist()))
+    return (f"small islands (<= 4 px) per million pixels of each phase in the training images: {found}; {action} "
+            "(--set island_penalty=W for one weight, 0 for none)")
+
+
 def _execute(run: Run) -> Path:
     """Run the loop with SIGTERM/SIGINT turned into "checkpoint, then exit", and record the outcome."""
     def request_stop(signum, frame):
@@ -827,6 +877,8 @@ def _execute(run: Run) -> Path:
             print(f"rare phase{'s' if several else ''}: {', '.join(run.rare_phases)} of a training image; the "
                   f"fraction penalty {kept} (weight {run.fraction_weight:g}; --set fraction_penalty=W to change it)",
                   flush=True)
+        if run.island_densities and run.ranks.main:
+            print(island_message(run.island_densities, run.data.phase_values, run.island_phase_weights), flush=True)
         run.G.train()
         outcome = _train_loop(run)
         if outcome == "finished" and run.config.get("calibrate") and run.ranks.main:

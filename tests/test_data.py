@@ -177,6 +177,25 @@ def test_sampling_is_deterministic_given_the_rng(tmp_path):
     assert not torch.equal(first, data.sample(index, 0, np.random.default_rng(43)))
 
 
+def test_augment_turns_each_patch_by_one_of_the_8_symmetries_of_the_square(tmp_path):
+    image = np.arange(64, dtype=np.uint8).reshape(8, 8)          # every pixel distinct: each turn is visible
+    data = load_one(tmp_path, image, image_type="grayscale", patch_size=8)
+    symmetries = [np.rot90(image, k)[:, ::-1] if flip else np.rot90(image, k) for k in range(4) for flip in (0, 1)]
+    index = np.zeros(200, dtype=int)
+    plain = data.sample(index, 0, np.random.default_rng(5))
+    turned = data.sample(index, 0, np.random.default_rng(5), augment=True)
+    assert all(np.array_equal(np.rint(p[0].numpy() * 255), image) for p in plain)
+    seen = {next(k for k, s in enumerate(symmetries) if np.array_equal(np.rint(p[0].numpy() * 255), s))
+            for p in turned}
+    assert seen == set(range(8))                                  # all 8, and nothing else
+    # An anisotropic set (three views) keeps its directions.
+    views = [labels_2d((8, 8), values=(10 + 90 * k, 20 + 90 * k), seed=k) for k in range(3)]
+    paths = tuple(save_npy(tmp_path, f"view{k}.npy", v) for k, v in enumerate(views))
+    anisotropic = load_training_data([DatasetSpec(paths, {})], image_type="grayscale", patch_size=8)
+    batch = anisotropic.sample(np.array([0]), 1, np.random.default_rng(0), augment=True)
+    np.testing.assert_allclose(batch[0, 0].numpy(), views[1] / 255.0, atol=1e-6)
+
+
 def test_sample_picks_the_requested_datasets(tmp_path):
     a = save_npy(tmp_path, "a.npy", np.where(labels_2d((8, 8), (0, 1)) > 0, 200, 10).astype(np.uint8))
     b = save_npy(tmp_path, "b.npy", np.where(labels_2d((8, 8), (0, 1)) > 0, 100, 50).astype(np.uint8))

@@ -320,9 +320,9 @@ def _skewed_specs(tmp_path) -> list[DatasetSpec]:
     return specs
 
 
-def _run(specs, tmp_path, **settings) -> "train_module.Run":
+def _run(specs, tmp_path, preset_name="tiny", **settings) -> "train_module.Run":
     from slicegan_core.config import ModelConfig, TrainConfig, preset, to_dict
-    model_fields, train_fields = preset("tiny", **settings)
+    model_fields, train_fields = preset(preset_name, **settings)
     config = {"model": to_dict(ModelConfig(**{**model_fields, "attribute_ranges": (ALPHAS,)})),
               "train": to_dict(TrainConfig(**train_fields)),
               "data": {"image_type": "n-phase", "datasets": [{"paths": list(s.paths), "attrs": s.attrs}
@@ -411,16 +411,79 @@ def test_island_penalty_weight_follows_the_attribute_between_low_and_high(tmp_pa
 
 
 
+def test_automatic_island_penalty_weighs_each_phase_by_the_speckle_its_training_image_has(tmp_path, capsys):
+    # The weight per phase from its small 2D islands per million pixels of that phase: full at or below
+    # ISLAND_SPARSE, none at or above ISLAND_DENSE, log-linear between; a phase absent from the data gets full.
+    weights = train_module.island_phase_weights({0: 0.0, 1: 3_162.3, 2: 50_000.0}, [0, 1, 2, 3])
+    assert weights == pytest.approx([train_module.ISLAND_WEIGHT, train_module.ISLAND_WEIGHT / 2, 0.0,
+                                     train_module.ISLAND_WEIGHT], rel=1e-4)
+    # Per-phase weights in the expected count: phase 1's single-voxel island counts 3 times, phase 0's none.
+    labels = np.zeros((1, 5, 5, 5), np.int64)
+    labels[0, 2, 2, 2] = 1
+    one_hot = torch.nn.functional.one_hot(torch.from_numpy(labels), 2).permute(0, 4, 1, 2, 3).float()
+    plain = train_module.expected_islands(one_hot).item()
+    assert plain > 0
+    assert train_module.expected_islands(one_hot, 1, torch.tensor([0.0, 3.0])).item() == pytest.approx(3 * plain)
+    assert train_module.expected_islands(one_hot, 1, torch.tensor([1.0, 0.0])).item() == 0.0
+    # Measured on the training images (the cpu preset's automatic weight): a smooth image (two half planes) has no islands, a speckled phase does.
+    smooth = np.zeros((64, 64), np.uint8)
+    smooth[:, 32:] = 1
+    speckled = smooth.copy()
+    speckled[::4, 2:30:4] = 1                       # 112 one-pixel islands of phase 1 inside phase 0
+    paths = []
+    for name, image in (("smooth", smooth), ("speckled", speckled)):
+        np.save(tmp_path / f"{name}.npy", image)
+        paths.append(str(tmp_path / f"{name}.npy"))
+    smooth_run = _run([DatasetSpec(paths=(paths[0],), attrs={"alpha": ALPHAS[0]})], tmp_path / "a", "cpu")
+    assert smooth_run.island_densities == {0: 0.0, 1: 0.0}
+    assert smooth_run.island_phase_weights.tolist() == [train_module.ISLAND_WEIGHT] * 2
+    both = _run([DatasetSpec(paths=(p,), attrs={"alpha": a}) for p, a in zip(paths, ALPHAS)], tmp_path / "b", "cpu")
+    # 112 islands in 64^2 pixels, phase 1 covering (2048 + 112) / 4096 of it: the densest image decides
+    assert both.island_densities[1] == pytest.approx(1e6 * 112 / 4096 / (2160 / 4096))
+    assert both.island_phase_weights.tolist() == pytest.approx([train_module.ISLAND_WEIGHT, 0.0])
+    # A number weighs every phase alike (the default model's recipes); 0 is off.
+    assert _run([DatasetSpec(paths=(paths[1],), attrs={"alpha": ALPHAS[0]})], tmp_path / "c",
+                island_penalty=4.0).island_phase_weights.tolist() == [1.0, 1.0]
+    assert _run([DatasetSpec(paths=(paths[1],), attrs={"alpha": ALPHAS[0]})], tmp_path / "d",
+                island_penalty=0.0).island_phase_weights is None
+    from slicegan_core.config import TrainConfig, preset
+    assert preset("cpu")[1]["island_penalty"] is None       # what a user's run gets
+    with pytest.raises(ValueError, match="island_penalty_high needs a number"):
+        TrainConfig(island_penalty=None, island_penalty_high=2.0)
+    # A run says what it found and what it does, and trains with it.
+    run_dir = train([DatasetSpec(paths=(paths[1],), attrs={})], tmp_path / "trained", preset_name="cpu",
+                    steps=1, fidelity_seeds=0, threads=1)
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    assert json.loads((run_dir / "config.json").read_text())["train"]["island_penalty"] is None
+    out = capsys.readouterr().out
+    assert "small islands (<= 4 px) per million pixels of each phase in the training images: phase 0 0, " \
+           "phase 1 51,852; the island penalty weights phase 0 10, phase 1 0 (--set island_penalty=W" in out
+
+
 def test_fraction_error_is_relative_to_each_phase_and_pulls_a_missing_phase_back(tmp_path):
     probabilities = torch.zeros(2, 3, 4, 4, 4)
-    probabilities[:, 0], probabilities[:, 1] = 0.9, 0.1            # phase 2 missing in both volumes
+    probabilities[0, 0], probabilities[0, 1], probabilities[0, 2] = 0.895, 0.1, 0.005
+    probabilities[1, 0], probabilities[1, 1] = 0.9, 0.1                # has its fractions; phase 2 absent in both
     targets = torch.tensor([[0.9, 0.09, 0.01], [0.9, 0.1, 0.0]])
     error = train_module.fraction_error(probabilities, targets)
-    # volume 0: (0.1 - 0.09)^2 / 0.09 + 0.01^2 / 0.01; volume 1 has its fractions (an absent phase stays absent)
-    assert error.tolist() == pytest.approx([0.01 ** 2 / 0.09 + 0.01, 0.0], abs=1e-7)
+    kl = 2 * (0.9 * np.log(0.9 / 0.895) + 0.09 * np.log(0.09 / 0.1) + 0.01 * np.log(0.01 / 0.005))
+    assert error.tolist() == pytest.approx([kl, 0.0], abs=1e-6)
+    # Near the target it is the relative square sum (m - t)^2 / t: a rare phase's miss counts most.
+    near = torch.zeros(1, 3, 4, 4, 4)
+    near[0, 0], near[0, 1], near[0, 2] = 0.601, 0.3895, 0.0095
+    square = (0.001 ** 2 / 0.6 + 0.0005 ** 2 / 0.39 + 0.0005 ** 2 / 0.01)
+    assert train_module.fraction_error(near, torch.tensor([[0.6, 0.39, 0.01]])).item() == pytest.approx(square, rel=0.05)
+    # A phase the softmax is confident is absent (logit -20: P ~ 1e-9) is still pulled back, by about 2 x its
+    # target share on its logits; the squared form's pull was ~1e-9 there and the phase stayed lost.
+    logits = torch.zeros(1, 3, 4, 4, 4)
+    logits[:, 2] = -20.0
+    logits.requires_grad_(True)
+    train_module.fraction_error(torch.softmax(logits, 1), torch.tensor([[0.6, 0.39, 0.01]])).sum().backward()
+    assert logits.grad[0, 2].sum().item() == pytest.approx(-2 * 0.01, rel=0.01)
+    # An excess is pushed down, hardest where the phase is rare.
     logits = torch.zeros(1, 3, 4, 4, 4, requires_grad=True)
     train_module.fraction_error(torch.softmax(logits, 1), torch.tensor([[0.6, 0.39, 0.01]])).sum().backward()
-    assert logits.grad[0, 2].mean() > 0        # an excess (1/3 against 0.01) is pushed down, hardest where rare
+    assert logits.grad[0, 2].mean() > 0
     # Automatic weight: on when a phase present in an image covers less than 5 % of it; a number overrides.
     assert train_module.fraction_weight(None, [{0: 0.5, 1: 0.5}, {0: 1.0}]) == (0.0, [])
     weight, rare = train_module.fraction_weight(None, [{0: 0.6, 1: 0.391, 255: 0.009}])
