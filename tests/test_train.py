@@ -448,6 +448,7 @@ def test_automatic_island_penalty_weighs_each_phase_by_the_speckle_its_training_
                 island_penalty=0.0).island_phase_weights is None
     from slicegan_core.config import TrainConfig, preset
     assert preset("cpu")[1]["island_penalty"] is None       # what a user's run gets
+    assert preset("cpu")[1]["augment"] is True
     with pytest.raises(ValueError, match="island_penalty_high needs a number"):
         TrainConfig(island_penalty=None, island_penalty_high=2.0)
     # A run says what it found and what it does, and trains with it.
