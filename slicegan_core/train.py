@@ -292,6 +292,10 @@ class Run:
             if tc.island_penalty is None:
                 self.island_densities = self.data.island_densities()
                 weights = island_phase_weights(self.island_densities, self.data.phase_values)
+                if self.rare_phases and self.fraction_weight:
+                    # With a rare phase kept by the fraction penalty, the other phases' island penalty made its
+                    # specks come out as coarse grains (docs/real-micrographs.md, "A rare phase"): off.
+                    weights = [0.0] * len(weights)
             else:
                 weights = [1.0 if tc.island_penalty or tc.island_penalty_high else 0.0] * len(self.data.phase_values)
             if any(weights):
@@ -847,10 +851,13 @@ def checkpoint_step(run_dir) -> int:
     return step
 
 
-def island_message(densities: dict[int, float], phase_values, weights: torch.Tensor | None) -> str:
+def island_message(densities: dict[int, float], phase_values, weights: torch.Tensor | None,
+                   rare_phase: bool = False) -> str:
     """The start-of-run line saying what the automatic island penalty found in the data and does about it."""
     found = ", ".join(f"phase {value} {densities.get(value, 0.0):,.0f}" for value in phase_values)
-    if weights is None:
+    if weights is None and rare_phase:
+        action = "the island penalty is off (it would coarsen the rare phase's specks)"
+    elif weights is None:
         action = "the island penalty is off (the data is full of real small features)"
     else:
         action = "the island penalty weights " + ", ".join(
@@ -878,7 +885,8 @@ def _execute(run: Run) -> Path:
                   f"fraction penalty {kept} (weight {run.fraction_weight:g}; --set fraction_penalty=W to change it)",
                   flush=True)
         if run.island_densities and run.ranks.main:
-            print(island_message(run.island_densities, run.data.phase_values, run.island_phase_weights), flush=True)
+            print(island_message(run.island_densities, run.data.phase_values, run.island_phase_weights,
+                                 bool(run.rare_phases and run.fraction_weight)), flush=True)
         run.G.train()
         outcome = _train_loop(run)
         if outcome == "finished" and run.config.get("calibrate") and run.ranks.main:

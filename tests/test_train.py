@@ -447,6 +447,18 @@ def test_automatic_island_penalty_weighs_each_phase_by_the_speckle_its_training_
     assert _run([DatasetSpec(paths=(paths[1],), attrs={"alpha": ALPHAS[0]})], tmp_path / "d",
                 island_penalty=0.0).island_phase_weights is None
     from slicegan_core.config import TrainConfig, preset
+    # A rare phase (kept by the fraction penalty) turns the automatic island penalty off: it coarsened its specks.
+    rare = np.zeros((64, 64), np.uint8)
+    rare[:, 32:] = 1
+    rare[5:60:8, 5:60:8] = 2                                   # 49 one-pixel specks: 1.2 % of the image
+    np.save(tmp_path / "rare.npy", rare)
+    rare_run = _run([DatasetSpec(paths=(str(tmp_path / "rare.npy"),), attrs={"alpha": ALPHAS[0]})], tmp_path / "e",
+                    "cpu")
+    assert rare_run.fraction_weight > 0 and rare_run.island_phase_weights is None
+    assert "the island penalty is off (it would coarsen the rare phase's specks)" in train_module.island_message(
+        rare_run.island_densities, rare_run.data.phase_values, None, rare_phase=True)
+    assert _run([DatasetSpec(paths=(str(tmp_path / "rare.npy"),), attrs={"alpha": ALPHAS[0]})], tmp_path / "f",
+                "cpu", fraction_penalty=0.0).island_phase_weights is not None
     assert preset("cpu")[1]["island_penalty"] is None       # what a user's run gets
     assert preset("cpu")[1]["augment"] is True
     with pytest.raises(ValueError, match="island_penalty_high needs a number"):
