@@ -142,7 +142,8 @@ def fraction_weight(setting: float | None, fractions: list[dict]) -> tuple[float
     return (RARE_PHASE_WEIGHT if rare else 0.0), rare
 
 
-ISLAND_WEIGHT = 10.0       # the automatic island penalty's full weight: docs/real-micrographs.md, "Small islands"
+# The automatic island penalty (docs/real-micrographs.md, "The automatic island penalty"):
+ISLAND_WEIGHT = 10.0       # its full weight
 ISLAND_SPARSE = 1_000.0    # small 2D islands per million pixels of a phase at or below which it gets the full weight
 ISLAND_DENSE = 10_000.0    # at or above which it gets none (the data is full of real small features)
 
