@@ -288,12 +288,13 @@ class Run:
                                                   if self.model_config.image_type == "n-phase" else (0.0, []))
         # The island penalty's weight per phase (C,), or None when it is off: a number in the settings weighs
         # every phase alike (scaled by island_weights along alpha); None sets it per phase from the data.
+        self.rare_phase_kept = bool(self.rare_phases and self.fraction_weight)
         self.island_densities, self.island_phase_weights = {}, None
         if self.model_config.image_type == "n-phase":
             if tc.island_penalty is None:
                 self.island_densities = self.data.island_densities()
                 weights = island_phase_weights(self.island_densities, self.data.phase_values)
-                if self.rare_phases and self.fraction_weight:
+                if self.rare_phase_kept:
                     # With a rare phase kept by the fraction penalty, the other phases' island penalty made its
                     # specks come out as coarse grains (docs/real-micrographs.md, "A rare phase"): off.
                     weights = [0.0] * len(weights)
@@ -345,9 +346,9 @@ class Run:
         """Weight of the island penalty for each fake volume (b,), from its first attribute's place in the
         trained range (island_penalty at the bottom, island_penalty_high at the top)."""
         cfg = self.train_config
-        low_weight = torch.full((attrs.shape[0],), float(cfg.island_penalty or 0.0), device=attrs.device)
         if cfg.island_penalty is None:     # automatic: the weights are per phase (island_phase_weights)
-            return torch.ones_like(low_weight)
+            return torch.ones((attrs.shape[0],), device=attrs.device)
+        low_weight = torch.full((attrs.shape[0],), float(cfg.island_penalty), device=attrs.device)
         if cfg.island_penalty_high is None or attrs.shape[1] == 0:
             return low_weight
         low, high = self.model_config.attribute_ranges[0]
@@ -424,8 +425,8 @@ class Run:
         # A diverged run must not replace the last good checkpoint and model with NaN weights.
         broken = [name for name, module in (("generator", self.G), ("averaged generator", self.G_average),
                                             ("critic", self.critics))
-                  if not all(bool(torch.isfinite(t).all()) for t in module.state_dict().values()
-                             if t.is_floating_point())]
+                  if not bool(torch.stack([torch.isfinite(t).all() for t in module.state_dict().values()
+                                           if t.is_floating_point()]).all())]   # one device sync per module
         if broken:
             raise ValueError(f"Training diverged by step {self.step}: the {broken[0]}'s weights are NaN or "
                              f"infinite, so neither checkpoint.safetensors nor model/ in {self.dir} was "
@@ -887,7 +888,7 @@ def _execute(run: Run) -> Path:
                   flush=True)
         if run.island_densities and run.ranks.main:
             print(island_message(run.island_densities, run.data.phase_values, run.island_phase_weights,
-                                 bool(run.rare_phases and run.fraction_weight)), flush=True)
+                                 run.rare_phase_kept), flush=True)
         run.G.train()
         outcome = _train_loop(run)
         if outcome == "finished" and run.config.get("calibrate") and run.ranks.main:
