@@ -242,3 +242,9 @@ def test_compare_counts_islands_on_both_sides_the_same_way(pair):
         assert entry["islands_per_million_real"] == entry["islands_per_million_generated"]
     sliced = compare(pair[1][24], speckled, n_boot=0, n_slices=2)
     assert all(e["islands_per_million_generated"] > 0 for e in sliced["phases"].values())
+    # a micrograph larger than the generated slices is counted in tiles of their size (pieces its edges cut)
+    from slicegan_core.metrics import tiled_island_density
+    large = np.concatenate([pair[1][24], pair[1][25]], axis=1)          # 48 x 96 against 48^3
+    wide = compare(large, speckled, n_boot=0, n_slices=2)
+    tiled = tiled_island_density(large, 48, [int(p) for p in wide["phases"]])
+    assert {int(p): e["islands_per_million_real"] for p, e in wide["phases"].items()} == pytest.approx(tiled)

@@ -363,6 +363,21 @@ def test_slice_island_density_equals_counting_every_slice_of_every_axis_by_hand(
         slice_island_density(rod[0])
 
 
+def test_tiled_island_density_counts_pieces_that_tile_edges_cut():
+    from slicegan_core.metrics import island_density, tiled_island_density
+    image = np.zeros((9, 8), np.uint8)
+    image[3:5, 3:5] = 1                   # one 2 x 2 blob at the centre of the 8 x 8 grid (row 0 is cut off)
+    whole = island_density(image, [1])
+    assert whole == {1: 1e6 / 72}
+    # 4 x 4 tiles cut the blob into four one-pixel pieces, over the 64 pixels the tiles cover
+    assert tiled_island_density(image, 4, [1]) == {1: 4 * 1e6 / 64}
+    assert tiled_island_density(image[:8], 8, [1]) == island_density(image[:8], [1])
+    with pytest.raises(ValueError, match="tile"):
+        tiled_island_density(image, 9)
+    with pytest.raises(ValueError, match="2D"):
+        tiled_island_density(image[None], 4)
+
+
 # ---- histogram bins and ticks ------------------------------------------------------------------------------
 
 def test_log_bins_of_whole_voxel_chords_have_no_empty_bin_and_edges_between_whole_numbers():

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from ..metrics import (DEFAULT_MIN_VOXELS, chord_lengths, feature_sizes, fit_lognormal,
                        island_density, phase_fractions, size_spread, slice_island_density, specific_surface_area,
+                       tiled_island_density,
                        tortuosity, two_point_correlation)
 from ..metrics.islands import DEFAULT_MAX_SIZE
 from ..metrics._checks import as_labels, as_phases, as_voxel_size
@@ -171,9 +172,12 @@ def compare(real, generated, phases=None, voxel_size: float = 1.0, *, tortuosity
 def _islands(real_arr, gen_arr, phases, mode) -> dict:
     """Small islands per million voxels (pixels) of both sides, measured the same way: in "3d" on central
     crops of the common shape (pieces cut by the faces count, so sizes must match); in "2d_slices" the
-    micrograph's 2D blobs against every slice of the generated volume along the three axes."""
+    micrograph's 2D blobs, counted in tiles of the generated slices' size, against every slice of the
+    generated volume along the three axes (of its central cube of the tile's size)."""
     if mode == "2d_slices":
-        return {"real": island_density(real_arr, phases), "generated": slice_island_density(gen_arr, phases)}
+        tile = min(real_arr.shape + gen_arr.shape)
+        cube = gen_arr[tuple(slice((n - tile) // 2, (n - tile) // 2 + tile) for n in gen_arr.shape)]
+        return {"real": tiled_island_density(real_arr, tile, phases), "generated": slice_island_density(cube, phases)}
     common = [min(a, b) for a, b in zip(real_arr.shape, gen_arr.shape)]
 
     def crop(arr):

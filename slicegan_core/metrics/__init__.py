@@ -18,6 +18,7 @@ Every function takes ``labels`` (an (H, W) image or (D, H, W) volume of integer 
 :func:`tortuosity`                        TauFactor tortuosity factor (slow, on demand)
 :func:`island_density`                    small single-phase islands (speckle) per million voxels
 :func:`slice_island_density`              small 2D islands over every slice of a volume (critic's view)
+:func:`tiled_island_density`              small 2D islands of an image counted in tiles of a given size
 :func:`intensity_histogram`               grayscale / colour histograms
 :func:`otsu_two_point_correlation`        S2 of the Otsu-thresholded bright phase
 :func:`phase_statistics`                  all size statistics at once (used by evaluate)
@@ -29,7 +30,7 @@ from .chords import ChordLengths, chord_lengths
 from .correlation import TwoPointCorrelation, two_point_correlation
 from .features import FeatureSizes, feature_sizes, label_features
 from .fractions import phase_fractions
-from .islands import island_density, slice_island_density
+from .islands import island_density, slice_island_density, tiled_island_density
 from .histogram import log_bin_edges, log_ticks
 from .grayscale import IntensityHistogram, ThresholdCorrelation, intensity_histogram, otsu_two_point_correlation
 from .lognormal import LogNormalFit, fit_lognormal
@@ -47,7 +48,7 @@ __all__ = [
     "DEFAULT_MIN_VOXELS", "SizeSpread", "SpreadComparison", "size_spread", "compare_size_spread",
     "interface_areas", "specific_surface_area",
     "Tortuosity", "tortuosity",
-    "island_density", "slice_island_density",
+    "island_density", "slice_island_density", "tiled_island_density",
     "IntensityHistogram", "ThresholdCorrelation", "intensity_histogram", "otsu_two_point_correlation",
     "PhaseStatistics", "phase_statistics",
     "log_bin_edges", "log_ticks",

@@ -7,7 +7,8 @@ spread and cut transport paths. Two views are counted:
   ``max_size`` voxels, per million voxels.
 * 2D (:func:`island_density` on an (H, W) image, or :func:`slice_island_density` over every slice of a volume
   along the three axes, which is what the 2D critics see): edge-connected (4-neighbour) blobs of at most
-  ``max_size`` pixels, per million pixels.
+  ``max_size`` pixels, per million pixels. :func:`tiled_island_density` counts a large image in tiles of a
+  smaller image's size, so that the two can be compared.
 
 Pieces cut by the image's faces are counted like any other (a grain whose corner pokes into the field of view
 is small there), so truth and generated must be measured on images of the same size to be comparable.
@@ -64,6 +65,45 @@ def island_density(labels, phases=None, *, max_size: int = DEFAULT_MAX_SIZE) -> 
     arr = as_labels(labels)
     size = _max_size(max_size)
     return {p: 1e6 * _small_components(arr == p, size) / arr.size for p in as_phases(arr, phases)}
+
+
+def tiled_island_density(image, tile: int, phases=None, *,
+                         max_size: int = DEFAULT_MAX_SIZE) -> dict[int, float]:
+    """Small 2D islands of ``image`` counted in ``tile`` x ``tile`` tiles, per million tile pixels, per phase.
+
+    Pieces cut by an image's edges count, and there are more of them per pixel the smaller the image: a
+    micrograph of 2,286 x 1,326 pixels measured whole shows about half the small islands per million pixels of
+    its own 128 x 128 tiles. To compare a micrograph with slices of a generated volume, count it in tiles of the
+    slices' size.
+
+    Parameters
+    ----------
+    image : array_like of int, shape (H, W)
+    tile : int
+        Tile edge in pixels, at most min(H, W). The tiles are the image's non-overlapping grid, centred (the
+        remainder is cut off evenly at the edges).
+    phases : sequence of int, optional
+    max_size : int, default 4
+
+    Returns
+    -------
+    dict[int, float]
+        Phase value -> blobs of at most ``max_size`` pixels per 10^6 pixels, pooled over the tiles.
+    """
+    arr = as_labels(image)
+    if arr.ndim != 2:
+        raise ValueError(f"image must be 2D (H, W), got shape {arr.shape}.")
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or not 1 <= tile <= min(arr.shape):
+        raise ValueError(f"tile must be a whole number of pixels from 1 to {min(arr.shape)} "
+                         f"(the image's smaller side), got {tile!r}.")
+    size = _max_size(max_size)
+    rows, cols = arr.shape[0] // tile, arr.shape[1] // tile
+    top, left = (arr.shape[0] - rows * tile) // 2, (arr.shape[1] - cols * tile) // 2
+    tiles = [arr[top + r * tile: top + (r + 1) * tile, left + c * tile: left + (c + 1) * tile]
+             for r in range(rows) for c in range(cols)]
+    pixels = len(tiles) * tile * tile
+    return {p: 1e6 * sum(_small_components(t == p, size) for t in tiles) / pixels
+            for p in as_phases(arr, phases)}
 
 
 def slice_island_density(volume, phases=None, *, max_size: int = DEFAULT_MAX_SIZE,
