@@ -199,6 +199,9 @@ class TrainConfig:
     island_penalty_high: float | None = None
     # Largest island the penalty counts: 1 (single voxels) or 2 (also face-connected pairs).
     island_max_voxels: int = 1
+    # What the penalty counts: "3d" islands of the volume, or "slices": one-pixel 2D islands of its slices
+    # across each axis (also the cut ends of one-voxel-thin rods; island_max_voxels must then be 1).
+    island_view: str = "3d"
     # The penalty sees softmax(logits / island_temperature): above 1 it reaches confident islands, whose
     # plain softmax gradient P(1 - P) vanishes.
     island_temperature: float = 1.0
@@ -246,6 +249,10 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _check_range(name, getattr(self, name), 0)
         _check_range("island_max_voxels", self.island_max_voxels, 1, 2)
+        if self.island_view not in ("3d", "slices"):
+            raise ValueError(f"island_view must be \"3d\" or \"slices\", got {self.island_view!r}.")
+        if self.island_view == "slices" and self.island_max_voxels != 1:
+            raise ValueError("island_view \"slices\" counts one-pixel islands; set island_max_voxels to 1.")
         if self.island_penalty is None and self.island_penalty_high is not None:
             raise ValueError("island_penalty_high needs a number for island_penalty (its weight at the bottom of "
                              "the range); the automatic island_penalty (None) sets its weights from the data.")

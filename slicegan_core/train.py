@@ -89,7 +89,7 @@ def _train_loop(run: "Run") -> str:
                 loss_g = loss_g - critic(fake_slices, slice_attrs).mean()
         if run.island_phase_weights is not None:
             softened = torch.softmax(run.last_logits.float() / cfg.island_temperature, dim=1)
-            islands = expected_islands(softened, cfg.island_max_voxels, run.island_phase_weights)
+            islands = expected_islands(softened, cfg.island_max_voxels, run.island_phase_weights, cfg.island_view)
             loss_g = loss_g + (run.island_weights(attrs) * islands).mean()
         if run.fraction_weight:
             targets = run.target_fractions[dataset_index[run.share.volumes]]
@@ -163,14 +163,17 @@ def island_phase_weights(densities: dict[int, float], phase_values) -> list[floa
 
 
 def expected_islands(probabilities: torch.Tensor, max_voxels: int = 1,
-                     phase_weights: torch.Tensor | None = None) -> torch.Tensor:
+                     phase_weights: torch.Tensor | None = None, view: str = "3d") -> torch.Tensor:
     """Expected small phase islands per thousand interior voxels of each of (B, C, D, H, W) phase
     probabilities -> (B,). One-voxel islands: sum over phases of P_c(x) * prod over the 6 face neighbours n of
     (1 - P_c(n)); with ``max_voxels`` 2 also face-connected pairs x, y: P_c(x) P_c(y) * prod over the pair's
     10 other face neighbours of (1 - P_c(n)). For one-hot volumes these are the exact counts. 2D critics barely
     see such islands (each is a one- or two-pixel blob in a few slices, among the many small blobs that real
     slices show where they cut a grain's tip), so ``island_penalty`` asks for them directly. ``phase_weights``
-    (C,): each phase's islands count that many times (default once)."""
+    (C,): each phase's islands count that many times (default once). ``view`` "slices": instead one-pixel 2D
+    islands of the slices across each axis (P_c(x) * prod over the 4 in-plane neighbours of (1 - P_c(n))),
+    averaged over the three axes, per thousand interior voxels: also the cut ends of one-voxel-thin rods and
+    plates, which is where most of a fine micrograph's excess slice speckle comes from (docs/real-micrographs.md)."""
     p = probabilities.float()
     q = 1 - p
     size = p.shape[2:]
@@ -186,15 +189,20 @@ def expected_islands(probabilities: torch.Tensor, max_voxels: int = 1,
     interior = tuple((1, n - 2) for n in size)
     # Product of (1 - P) over the 4 face neighbours across each axis, shared by the single and pair terms.
     across = []
-    for axis in range(3 if max_voxels >= 2 else 1):
+    for axis in range(3 if max_voxels >= 2 or view == "slices" else 1):
         product = None
         for other in range(3):
             for step in ((-1, 1) if other != axis else ()):
                 factor = at(q, unit(other, step), interior)
                 product = factor if product is None else product * factor
         across.append(product)
-    alone = at(p, (0, 0, 0), interior) * across[0] * at(q, unit(0, -1), interior) * at(q, unit(0, 1), interior)
-    count = alone.sum(dim=(2, 3, 4))
+    if view == "slices":
+        centre = at(p, (0, 0, 0), interior)
+        count = sum((centre * product).sum(dim=(2, 3, 4)) for product in across) / 3
+        max_voxels = 1
+    else:
+        alone = at(p, (0, 0, 0), interior) * across[0] * at(q, unit(0, -1), interior) * at(q, unit(0, 1), interior)
+        count = alone.sum(dim=(2, 3, 4))
     if max_voxels >= 2:
         for axis in range(3):
             first = tuple((1, n - 2 - (i == axis)) for i, n in enumerate(size))   # x and x + e_axis interior

@@ -392,6 +392,31 @@ def test_expected_islands_counts_small_islands_of_one_hot_volumes_and_has_a_grad
     assert json.loads((run_dir / "config.json").read_text())["train"]["island_penalty"] == 5.0
 
 
+def test_expected_islands_in_slices_counts_the_cut_ends_of_thin_rods(tmp_path):
+    labels = np.zeros((1, 12, 12, 12), np.int64)
+    labels[0, 1:11, 5, 5] = 1                   # a one-voxel-thin rod along axis 0 through the interior
+    labels[0, 8, 8, 8] = 2                      # and one single-voxel island
+    probabilities = torch.nn.functional.one_hot(torch.from_numpy(labels), 3).permute(0, 4, 1, 2, 3).float()
+    # 3D: only the single voxel is an island; slices: the rod's 10 interior cuts across axis 0 are islands
+    # too, and the single voxel is one in each of its three slices.
+    assert train_module.expected_islands(probabilities).item() == pytest.approx(1000 * 1 / 10 ** 3)
+    sliced = train_module.expected_islands(probabilities, view="slices").item()
+    assert sliced == pytest.approx(1000 * (10 + 3) / 3 / 10 ** 3)
+    weighted = train_module.expected_islands(probabilities, 1, torch.tensor([0.0, 1.0, 0.0]), view="slices")
+    assert weighted.item() == pytest.approx(1000 * 10 / 3 / 10 ** 3)         # the rod's phase only
+    soft = torch.softmax(torch.randn(1, 3, 10, 10, 10), dim=1).requires_grad_(True)
+    train_module.expected_islands(soft, view="slices").sum().backward()
+    assert soft.grad.abs().sum() > 0
+    from slicegan_core.config import TrainConfig
+    with pytest.raises(ValueError, match="island_max_voxels"):
+        TrainConfig(island_view="slices", island_max_voxels=2)
+    with pytest.raises(ValueError, match="island_view"):
+        TrainConfig(island_view="2d")
+    run_dir = train(_skewed_specs(tmp_path), tmp_path / "run", preset_name="tiny", steps=2, island_penalty=5.0,
+                    island_view="slices")
+    assert json.loads((run_dir / "config.json").read_text())["train"]["island_view"] == "slices"
+
+
 def test_island_penalty_weight_follows_the_attribute_between_low_and_high(tmp_path):
     low, high = ALPHAS
     run = _run(_skewed_specs(tmp_path), tmp_path, island_penalty=8.0, island_penalty_high=2.0)
