@@ -2,7 +2,7 @@
 
     python bench/real_micrographs.py prepare                       # write the cases' training images + 3D truth
     python bench/real_micrographs.py train CASE [--steps N] [--set FIELD=VALUE ...] [--tag T]  # background-friendly
-    python bench/real_micrographs.py report [CASE ...] [--size 128] [--seeds 2] [--json FILE]
+    python bench/real_micrographs.py report [CASE[:TAG] ...] [--size 128] [--seeds 2] [--json FILE]
 
 Cases (``CASES``): three real segmented micrographs from ``tests/data`` (licences there), compared in 2D
 (slices of the generated volume against the micrograph: ``evaluate.compare`` in "2d_slices" mode), and three
@@ -118,8 +118,9 @@ def report(cases: list[str], size: int, seeds: int, tag: str | None = None) -> d
     from slicegan_core import load_model
     from slicegan_core.evaluate import compare
     results = {}
-    for case in cases:
-        run = run_dir(case, tag)
+    for entry in cases:
+        case, _, case_tag = entry.partition(":")     # CASE:TAG reports that case's variant
+        run = run_dir(case, case_tag or tag)
         if not (run / "model" / "model.json").exists():
             print(f"{case}: no trained model in {run}; skipped", flush=True)
             continue
@@ -156,10 +157,10 @@ def report(cases: list[str], size: int, seeds: int, tag: str | None = None) -> d
                          "tortuosity_generated": mean("tortuosity_generated"),
                          "tortuosity_generated_seeds": [e["tortuosity_generated"] for e in entries
                                                         if e.get("tortuosity_generated") is not None]})
-        results[case] = {"kind": kind, "source": CASES[case][1], "steps": model.info["training"]["steps"],
+        results[entry] = {"kind": kind, "source": CASES[case][1], "steps": model.info["training"]["steps"],
                          "wall_time_s": model.info["training"].get("wall_time_s"), "size": edge, "seeds": seeds,
                          "rows": rows, "goals": goals(kind, rows)}
-        print_case(case, results[case])
+        print_case(entry, results[entry])
     return results
 
 
@@ -217,7 +218,7 @@ def main(argv=None):
     parser.add_argument("--json", help="report: also write the results here")
     parser.add_argument("--tag", help="a variant's run: runs/real_CASE_TAG (e.g. trained with other --set values)")
     args = parser.parse_args(argv)
-    unknown = [c for c in args.cases if c not in CASES]
+    unknown = [c for c in args.cases if c.partition(":")[0] not in CASES]
     if unknown:
         parser.error(f"unknown case(s) {unknown}; choose from {sorted(CASES)}")
     if args.action == "prepare":
@@ -225,6 +226,8 @@ def main(argv=None):
     elif args.action == "train":
         if len(args.cases) != 1:
             parser.error("train takes exactly one case")
+        if ":" in args.cases[0]:
+            parser.error("train names its variant with --tag, not CASE:TAG")
         settings = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
         train_case(args.cases[0], args.steps, settings, args.tag)
     else:
