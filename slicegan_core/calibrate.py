@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 from . import __version__
 from .metrics import chord_lengths, feature_sizes, fit_lognormal, island_density
 from .metrics._checks import as_voxel_size
+from .metrics.tiles import image_tiles  # noqa: F401  (match and fidelity import it from here)
 from .modelfile import INFO_FILE
 from .storage import atomic_write_text
 
@@ -105,17 +106,6 @@ def volume_tiles(volume: np.ndarray, tile: int, per_axis: int) -> list[np.ndarra
             plane = np.take(volume, int(index), axis=axis)
             tiles.extend(image_tiles(plane, tile, limit=1))
     return tiles
-
-
-def image_tiles(image: np.ndarray, tile: int, limit: int = 64) -> list[np.ndarray]:
-    """Non-overlapping ``tile x tile`` tiles of a 2D image, centred (the remainder is cut off evenly at the
-    edges); at most ``limit`` of them, spread evenly over the grid. Empty when the image is smaller."""
-    rows, cols = image.shape[0] // tile, image.shape[1] // tile
-    top, left = (image.shape[0] - rows * tile) // 2, (image.shape[1] - cols * tile) // 2
-    cells = [(r, c) for r in range(rows) for c in range(cols)]
-    if len(cells) > limit:
-        cells = [cells[i] for i in np.linspace(0, len(cells) - 1, limit).round().astype(int)]
-    return [image[top + r * tile: top + (r + 1) * tile, left + c * tile: left + (c + 1) * tile] for r, c in cells]
 
 
 def weights_fingerprint(model) -> str:

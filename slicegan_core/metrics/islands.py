@@ -20,6 +20,7 @@ import numpy as np
 from scipy import ndimage
 
 from ._checks import as_labels, as_phases
+from .tiles import image_tiles
 
 DEFAULT_MAX_SIZE = 4
 
@@ -97,10 +98,7 @@ def tiled_island_density(image, tile: int, phases=None, *,
         raise ValueError(f"tile must be a whole number of pixels from 1 to {min(arr.shape)} "
                          f"(the image's smaller side), got {tile!r}.")
     size = _max_size(max_size)
-    rows, cols = arr.shape[0] // tile, arr.shape[1] // tile
-    top, left = (arr.shape[0] - rows * tile) // 2, (arr.shape[1] - cols * tile) // 2
-    tiles = [arr[top + r * tile: top + (r + 1) * tile, left + c * tile: left + (c + 1) * tile]
-             for r in range(rows) for c in range(cols)]
+    tiles = image_tiles(arr, tile, limit=None)
     pixels = len(tiles) * tile * tile
     return {p: 1e6 * sum(_small_components(t == p, size) for t in tiles) / pixels
             for p in as_phases(arr, phases)}
