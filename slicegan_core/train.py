@@ -143,14 +143,15 @@ def fraction_weight(setting: float | None, fractions: list[dict]) -> tuple[float
 
 
 # The automatic island penalty (docs/real-micrographs.md, "The automatic island penalty"):
-ISLAND_WEIGHT = 10.0       # its full weight
+ISLAND_WEIGHT = 10.0       # its full weight, island_view "3d"
+ISLAND_WEIGHT_SLICES = 30.0  # its full weight, island_view "slices" (its own count: one-pixel islands of slices)
 ISLAND_SPARSE = 1_000.0    # small 2D islands per million pixels of a phase at or below which it gets the full weight
 ISLAND_DENSE = 10_000.0    # at or above which it gets none (the data is full of real small features)
 
 
-def island_phase_weights(densities: dict[int, float], phase_values) -> list[float]:
+def island_phase_weights(densities: dict[int, float], phase_values, full_weight: float = ISLAND_WEIGHT) -> list[float]:
     """The island penalty's automatic weight per phase (channel order) from the training images' own small 2D
-    islands per million pixels of each phase (``TrainingData.island_densities``): ISLAND_WEIGHT up to
+    islands per million pixels of each phase (``TrainingData.island_densities``): ``full_weight`` up to
     ISLAND_SPARSE, none from ISLAND_DENSE, falling linearly in log(density) between. Speckle is wrong where the
     data has none (smooth particles, grains) and right where it is full of it (a fine phase), and the penalty
     cannot tell a generator's speckle from real small features, so the data decides."""
@@ -158,7 +159,7 @@ def island_phase_weights(densities: dict[int, float], phase_values) -> list[floa
     for value in phase_values:
         density = densities.get(value, 0.0)
         place = math.log(max(density, ISLAND_SPARSE) / ISLAND_SPARSE) / math.log(ISLAND_DENSE / ISLAND_SPARSE)
-        weights.append(ISLAND_WEIGHT * max(0.0, 1.0 - place))
+        weights.append(full_weight * max(0.0, 1.0 - place))
     return weights
 
 
@@ -301,7 +302,8 @@ class Run:
         if self.model_config.image_type == "n-phase":
             if tc.island_penalty is None:
                 self.island_densities = self.data.island_densities()
-                weights = island_phase_weights(self.island_densities, self.data.phase_values)
+                full_weight = ISLAND_WEIGHT_SLICES if tc.island_view == "slices" else ISLAND_WEIGHT
+                weights = island_phase_weights(self.island_densities, self.data.phase_values, full_weight)
                 if self.rare_phase_kept:
                     # With a rare phase kept by the fraction penalty, the other phases' island penalty made its
                     # specks come out as coarse grains (docs/real-micrographs.md, "A rare phase"): off.

@@ -466,6 +466,10 @@ def test_automatic_island_penalty_weighs_each_phase_by_the_speckle_its_training_
     # 112 islands in 64^2 pixels, phase 1 covering (2048 + 112) / 4096 of it: the densest image decides
     assert both.island_densities[1] == pytest.approx(1e6 * 112 / 4096 / (2160 / 4096))
     assert both.island_phase_weights.tolist() == pytest.approx([train_module.ISLAND_WEIGHT, 0.0])
+    # Counted on slices (island_view "slices"), the full weight is the slice count's own.
+    sliced = _run([DatasetSpec(paths=(p,), attrs={"alpha": a}) for p, a in zip(paths, ALPHAS)], tmp_path / "s",
+                  "cpu", island_view="slices")
+    assert sliced.island_phase_weights.tolist() == pytest.approx([train_module.ISLAND_WEIGHT_SLICES, 0.0])
     # A number weighs every phase alike (the default model's recipes); 0 is off.
     assert _run([DatasetSpec(paths=(paths[1],), attrs={"alpha": ALPHAS[0]})], tmp_path / "c",
                 island_penalty=4.0).island_phase_weights.tolist() == [1.0, 1.0]
