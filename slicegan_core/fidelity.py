@@ -272,7 +272,39 @@ def banner(card_: dict | None) -> tuple[str, str]:
     return ("partial" if where else "fail"), (f"Fidelity verdict{step}: {summary_line(card_).split('; ', 1)[-1]} (distance "
                     f"{card_['distance']}; 0 = identical, 1 = at the tolerance).{where} There, volumes from this "
                     "model differ from its training images by more than the tolerances: train longer, or check "
-                    "those statistics before you rely on them.")
+                    "those statistics before you rely on them. " + " ".join(remedies(card_))).strip()
+
+
+def remedies(card_: dict) -> list[str]:
+    """What to retrain with for the statistics outside tolerance, one sentence per kind, each a setting that
+    moved that statistic on the real-micrograph cases (docs/real-micrographs.md)."""
+    from .train import ISLAND_SPARSE
+    failed = {(phase, name) for d in card_.get("datasets", []) for phase, row in d.get("phases", {}).items()
+              for name, entry in row.items() if not entry.get("pass", True)}
+    names = {name for _, name in failed}
+    advice = []
+    if names & {"vf", "kept"}:
+        advice.append("Phase fractions: retrain with --set fraction_penalty=300, which pulls each phase's fraction "
+                      "towards the training images' (docs/real-micrographs.md, \"Volume fraction\").")
+    # The slice count helped where a phase's own image has few small islands (SOFC anode) and coarsened a phase
+    # that has thousands per million of its pixels (composite), so it is advised for the former only.
+    sparse = sorted({phase for d in card_.get("datasets", []) for phase, row in d.get("phases", {}).items()
+                     if not row.get("islands", {}).get("pass", True) and _per_phase_million(row) <= ISLAND_SPARSE})
+    if sparse:
+        advice.append(f"Small islands in phase {', '.join(sparse)}, whose training images have few: "
+                      "retrain with --set island_view='\"slices\"', which also penalises the one-pixel cut ends of "
+                      "thin features (docs/real-micrographs.md, \"The SOFC anode's small islands\").")
+    if names & {"mean_chord", "perimeter", "s2"}:
+        advice.append("Feature sizes (chords, perimeter, S2): train longer, and with a 3D scan train on the stack "
+                      "rather than one slice (docs/real-micrographs.md, \"One small image\").")
+    return advice
+
+
+def _per_phase_million(row: dict) -> float:
+    """A phase's small islands in its training images per million pixels of that phase (inf if absent)."""
+    fraction = (row.get("vf") or {}).get("training") or 0.0
+    islands = (row.get("islands") or {}).get("training") or 0.0
+    return islands / fraction if fraction > 0 else math.inf
 
 
 def _round(value) -> float | None:
