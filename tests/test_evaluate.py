@@ -176,7 +176,7 @@ def test_figures_are_built_from_the_reports_and_saved_as_html(pair, synthetic_st
     assert set(figures) == {"s2", "chords", "sizes"}
     assert len(figures["s2"].data) == 2 * 3                                    # real + generated per phase
     steer = steering_figures(synthetic_steering[1])
-    assert set(steer) == {"ln_esd_sigma", "ln_chord_sigma", "ln_esd_median", "vf"}
+    assert set(steer) == {"ln_esd_sigma", "ln_esd_sigma_field", "ln_chord_sigma", "ln_esd_median", "vf"}
     names = {trace.name for trace in steer["ln_esd_sigma"].data}
     assert {"phase 0 generated", "phase 0 truth", "measured = commanded"} <= names
     paths = save_figures(steer, tmp_path / "plots", "steering")

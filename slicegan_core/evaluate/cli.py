@@ -177,11 +177,11 @@ def format_compare(report: dict) -> str:
 def format_steering(report: dict) -> str:
     """A short text table of a steering report: Spearman rho and interpolation error per phase."""
     lines = [f"steering {report['attribute']} over {len(report['values'])} values x {len(report['seeds'])} seeds",
-             f"{'phase':>6} {'measure':>15} {'spearman':>9} {'interp err vs trained':>22} {'vs truth':>9}"]
+             f"{'phase':>6} {'measure':>18} {'spearman':>9} {'interp err vs trained':>22} {'vs truth':>9}"]
     for p, entry in report["phases"].items():
-        for m in ("ln_esd_sigma", "ln_chord_sigma"):
+        for m in ("ln_esd_sigma", "ln_esd_sigma_field", "ln_chord_sigma"):
             e = entry[m]
-            lines.append(f"{p:>6} {m:>15} {_f(e['spearman']):>9} {_f(e['interp_max_abs_error_vs_trained']):>22} "
+            lines.append(f"{p:>6} {m:>18} {_f(e['spearman']):>9} {_f(e['interp_max_abs_error_vs_trained']):>22} "
                          f"{_f(e['interp_max_abs_error_vs_truth']):>9}")
     return "\n".join(lines)
 

@@ -8,7 +8,8 @@ import numpy as np
 # plotly is imported inside the functions: training and generation (e.g. on a bare GPU machine) need no plotting.
 
 _COLOURS = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
-_MEASURE_TITLES = {"ln_esd_sigma": "sigma of ln(ESD)", "ln_chord_sigma": "sigma of ln(chord length)",
+_MEASURE_TITLES = {"ln_esd_sigma": "sigma of ln(ESD)", "ln_esd_sigma_field": "sigma of ln(ESD), features >= 8 voxels",
+                   "ln_chord_sigma": "sigma of ln(chord length)",
                    "ln_esd_median": "median of ln(ESD / um)", "vf": "volume fraction"}
 
 
@@ -80,7 +81,7 @@ def steering_figures(report: dict) -> dict[str, "go.Figure"]:
         if report["trained_values"]:
             for t in report["trained_values"]:
                 fig.add_vline(x=t, line={"color": "grey", "dash": "dash", "width": 1})
-        if m == "ln_esd_sigma":
+        if m in ("ln_esd_sigma", "ln_esd_sigma_field"):
             fig.add_trace(go.Scatter(x=[values[0], values[-1]], y=[values[0], values[-1]], name="measured = commanded",
                                      mode="lines", line={"color": "black", "width": 1, "dash": "dash"}))
         fig.update_layout(title=f"steering {report['attribute']}: {_MEASURE_TITLES.get(m, m)} "

@@ -17,11 +17,11 @@ import numpy as np
 from scipy import stats
 from tqdm.auto import tqdm
 
-from ..metrics import chord_lengths, feature_sizes, fit_lognormal
+from ..metrics import DEFAULT_MIN_VOXELS, chord_lengths, feature_sizes, fit_lognormal, size_spread
 from ..metrics._checks import as_labels, as_phases, as_voxel_size
 from ._report import SCHEMA_VERSION, json_safe
 
-MEASURES = ("ln_esd_sigma", "ln_chord_sigma", "ln_esd_median", "vf")
+MEASURES = ("ln_esd_sigma", "ln_esd_sigma_field", "ln_chord_sigma", "ln_esd_median", "vf")
 _SAME = 1e-6        # relative tolerance for "this value is a trained value" (models store float32 values)
 
 
@@ -138,10 +138,13 @@ def steering(model, attribute: str, values, seeds=4, shape=(96, 96, 96),
 
 
 def measure_volume(labels: np.ndarray, phases, voxel_size: float) -> dict:
-    """Steering measures of one label volume: phase -> {ln_esd_sigma, ln_chord_sigma, ln_esd_median, vf}.
+    """Steering measures of one label volume: phase -> {ln_esd_sigma, ln_esd_sigma_field, ln_chord_sigma,
+    ln_esd_median, vf}.
 
     ``ln_esd_sigma`` and ``ln_chord_sigma`` are standard deviations of ln(ESD) of the watershed features
-    and of ln(chord length) pooled over the three axes (dimensionless); ``ln_esd_median`` is the median of
+    and of ln(chord length) pooled over the three axes (dimensionless); ``ln_esd_sigma_field`` is the field
+    measure, ``ln_esd_sigma`` of the features of at least DEFAULT_MIN_VOXELS voxels
+    (:func:`~slicegan_core.metrics.size_spread`); ``ln_esd_median`` is the median of
     ln(ESD / 1 um); ``vf`` the phase fraction. NaN when a phase has fewer than two features or chords.
     """
     sizes = feature_sizes(labels, phases, voxel_size=voxel_size)
@@ -150,6 +153,7 @@ def measure_volume(labels: np.ndarray, phases, voxel_size: float) -> dict:
     for p in phases:
         d = sizes[p].diameters
         out[p] = {"ln_esd_sigma": fit_lognormal(d, n_boot=0).sigma,
+                  "ln_esd_sigma_field": size_spread(sizes[p], min_voxels=DEFAULT_MIN_VOXELS, n_boot=0).sigma,
                   "ln_chord_sigma": fit_lognormal(chords[p].pooled, n_boot=0).sigma,
                   "ln_esd_median": float(np.median(np.log(d))) if d.size else math.nan,
                   "vf": float(np.mean(labels == p))}
