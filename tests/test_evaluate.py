@@ -123,7 +123,7 @@ def test_steering_the_synthetic_generator_is_monotone_with_spearman_one(syntheti
     assert report["kind"] == "steering" and report["schema_version"] == SCHEMA_VERSION
     assert report["values"] == [0.05, 0.3, 0.6] and report["seeds"] == [0, 1]
     for p in ("0", "1", "2"):
-        for measure in ("ln_esd_sigma", "ln_chord_sigma"):
+        for measure in ("ln_esd_sigma", "ln_esd_sigma_field", "ln_chord_sigma"):
             entry = report["phases"][p][measure]
             assert entry["spearman"] == pytest.approx(1.0), (p, measure, entry["generated"]["median"])
             assert entry["truth_spearman"] == pytest.approx(1.0)
