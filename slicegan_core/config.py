@@ -213,6 +213,10 @@ class TrainConfig:
     # Show the critics each real patch turned by a random flip or quarter turn (isotropic data only;
     # TrainingData.sample): one small training image then offers 8 times as many distinct patches.
     augment: bool = False
+    # Where real patches may lie (TrainingData.sample): "inside" the image, or "mirror": up to half a patch
+    # beyond its edges, mirrored, so that every pixel is seen equally often (on a small image "inside" shows
+    # the critics its centre's phase fractions; docs/real-micrographs.md, "Volume fraction").
+    patch_edges: str = "inside"
     checkpoint_every: int = 200               # generator steps
     log_every: int = 10
     # Generated volumes per dataset for the fidelity verdict at every checkpoint (slicegan_core.fidelity);
@@ -249,6 +253,8 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _check_range(name, getattr(self, name), 0)
         _check_range("island_max_voxels", self.island_max_voxels, 1, 2)
+        if self.patch_edges not in ("inside", "mirror"):
+            raise ValueError(f"patch_edges must be \"inside\" or \"mirror\", got {self.patch_edges!r}.")
         if self.island_view not in ("3d", "slices"):
             raise ValueError(f"island_view must be \"3d\" or \"slices\", got {self.island_view!r}.")
         if self.island_view == "slices" and self.island_max_voxels != 1:

@@ -194,6 +194,18 @@ def _pil_array(image) -> np.ndarray:
     return np.array(image)
 
 
+def mirrored_line(extent: int, size: int, fraction: float) -> np.ndarray:
+    """Pixel indices (size,) along one axis of an ``extent``-pixel image of the patch at ``fraction`` (in [0, 1))
+    of the positions from half a patch before the image to half a patch past it, the image mirrored beyond
+    its edges (pixel -1 is pixel 0). Over all positions a pixel less than size // 2 from an edge is in size + 1
+    patches (directly or as its mirror image), any other in size: every pixel is seen about equally often."""
+    margin = min(size // 2, extent)
+    start = int(fraction * (extent - size + 1 + 2 * margin)) - margin
+    index = np.arange(start, start + size)
+    index = np.where(index < 0, -1 - index, index)
+    return np.where(index >= extent, 2 * extent - 1 - index, index)
+
+
 class TrainingData:
     """Validated training datasets held as ``uint8`` sources, sampled into patches on demand.
 
@@ -243,7 +255,8 @@ class TrainingData:
         """Memory held by the sources, in bytes."""
         return sum(a.nbytes for arrays in self.sources for a in arrays)
 
-    def sample(self, dataset_index, axis: int, rng: np.random.Generator, augment: bool = False) -> torch.Tensor:
+    def sample(self, dataset_index, axis: int, rng: np.random.Generator, augment: bool = False,
+               edges: str = "inside") -> torch.Tensor:
         """Cut one random ``P x P`` patch per requested dataset.
 
         Parameters
@@ -260,6 +273,11 @@ class TrainingData:
             Turn each patch by a random one of the 8 flips and quarter turns of the square (isotropic data
             only: an anisotropic set's directions stay as they are). A small image then shows the critics 8
             times as many distinct patches.
+        edges : str
+            "inside": patches lie inside the image, so a pixel within a patch of its edge is in fewer of them
+            than one in its centre, and on a small image the critics see the centre's phase fractions rather
+            than the image's. "mirror": a patch may reach up to half a patch beyond an edge, where the image is
+            mirrored; every pixel is then in as many patches (to within one in a patch size).
 
         Returns
         -------
@@ -283,8 +301,10 @@ class TrainingData:
         positions = rng.random((index.size, 3))
         channel_shape = (3,) if self.image_type == "colour" else ()
         patches = np.empty((index.size, size, size) + channel_shape, dtype=np.uint8)
+        if edges not in ("inside", "mirror"):
+            raise ValueError(f'edges must be "inside" or "mirror", got {edges!r}.')
         for k, (i, position) in enumerate(zip(index, positions)):
-            patches[k] = self._crop(int(i), axis, position)
+            patches[k] = self._crop(int(i), axis, position, mirror=edges == "mirror")
         if augment and self.isotropic:
             # drawn after the positions, so a run without augmentation keeps its random stream
             for k, (turns, flip) in enumerate(zip(rng.integers(0, 4, index.size), rng.integers(0, 2, index.size))):
@@ -298,7 +318,7 @@ class TrainingData:
             return patches.unsqueeze(1).float().div_(255.0)
         return patches.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
 
-    def _crop(self, i: int, axis: int, position: np.ndarray) -> np.ndarray:
+    def _crop(self, i: int, axis: int, position: np.ndarray, mirror: bool = False) -> np.ndarray:
         arrays, kind, size = self.sources[i], self._kinds[i], self.patch_size
         if kind == "stack":
             volume = arrays[0]
@@ -306,9 +326,12 @@ class TrainingData:
             plane = volume[(slice(None),) * axis + (slice_index,)]  # a view, not a copy
         else:
             plane = arrays[axis] if kind == "views" else arrays[0]
-        row = int(position[1] * (plane.shape[0] - size + 1))
-        column = int(position[2] * (plane.shape[1] - size + 1))
-        return plane[row:row + size, column:column + size]
+        if not mirror:
+            row = int(position[1] * (plane.shape[0] - size + 1))
+            column = int(position[2] * (plane.shape[1] - size + 1))
+            return plane[row:row + size, column:column + size]
+        return plane[np.ix_(*(mirrored_line(extent, size, fraction)
+                               for extent, fraction in zip(plane.shape, position[1:])))]
 
     def _fractions(self, arrays) -> dict:
         if self.image_type != "n-phase":

@@ -407,7 +407,8 @@ class Run:
             per_volume = total // volumes
             offsets = torch.randint(per_volume, (count,), generator=self.torch_rng)
             chosen = (torch.arange(count) % volumes) * per_volume + offsets
-        real = self.data.sample(slice_dataset[chosen.numpy()], axis, self.rng, self.train_config.augment)
+        real = self.data.sample(slice_dataset[chosen.numpy()], axis, self.rng, self.train_config.augment,
+                                self.train_config.patch_edges)
         rows = torch.from_numpy(self.share.real_rows)
         local = (chosen[rows] - self.share.volumes.start * (total // self.train_config.batch_size))
         local = local.to(fake_slices.device)          # into this process's fake slices

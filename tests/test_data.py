@@ -8,7 +8,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from slicegan_core.data import (IMAGE_TYPES, DatasetSpec, TrainingData, load_image, value_counts,
+from slicegan_core.data import (IMAGE_TYPES, DatasetSpec, TrainingData, load_image, mirrored_line, value_counts,
                                 load_training_data)
 
 FIXTURES = Path(__file__).parent / "data"
@@ -194,6 +194,32 @@ def test_augment_turns_each_patch_by_one_of_the_8_symmetries_of_the_square(tmp_p
     anisotropic = load_training_data([DatasetSpec(paths, {})], image_type="grayscale", patch_size=8)
     batch = anisotropic.sample(np.array([0]), 1, np.random.default_rng(0), augment=True)
     np.testing.assert_allclose(batch[0, 0].numpy(), views[1] / 255.0, atol=1e-6)
+
+
+def test_mirrored_edges_show_every_pixel_about_equally_often(tmp_path):
+    # Over every position along an axis, "inside" patches cover a pixel at the edge once and one in the middle
+    # `size` times; mirrored edges cover each size or size + 1 times.
+    extent, size = 40, 16
+    positions = extent - size + 1 + 2 * (size // 2)
+    coverage = np.zeros(extent, int)
+    for k in range(positions):
+        np.add.at(coverage, mirrored_line(extent, size, (k + 0.5) / positions), 1)
+    assert set(coverage.tolist()) == {size, size + 1}
+    assert mirrored_line(extent, size, 0.0).tolist() == [7, 6, 5, 4, 3, 2, 1, 0, 0, 1, 2, 3, 4, 5, 6, 7]
+    assert mirrored_line(extent, size, 0.9999).tolist() == list(range(32, 40)) + list(range(39, 31, -1))
+    # Through sample: an image of distinct pixels, how often the corner pixel is seen against the centre's
+    # (inside: in 1 of the positions against 8 x 8; mirrored: 9 x 9 against 8 x 8, i.e. 1.27).
+    image = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    data = load_one(tmp_path, image, image_type="grayscale", patch_size=8)
+    for edges, low, high in (("inside", 0.0, 0.05), ("mirror", 1.1, 1.45)):
+        batch = data.sample(np.zeros(3000, int), 0, np.random.default_rng(1), edges=edges)
+        counts = np.bincount(np.rint(batch.numpy().ravel() * 255).astype(int), minlength=256)
+        assert low <= counts[0] / counts[8 * 16 + 8] <= high, (edges, counts[0], counts[8 * 16 + 8])
+    with pytest.raises(ValueError, match='edges must be "inside" or "mirror"'):
+        data.sample(np.array([0]), 0, np.random.default_rng(0), edges="wrap")
+    from slicegan_core.config import TrainConfig
+    with pytest.raises(ValueError, match="patch_edges"):
+        TrainConfig(patch_edges="wrap")
 
 
 def test_sample_picks_the_requested_datasets(tmp_path):

@@ -546,3 +546,20 @@ def test_a_rare_phase_turns_the_fraction_penalty_on_and_says_so(tmp_path, capsys
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     assert "rare phases: phase 0 (1.2%), phase 1 (1.2%) of a training image; the fraction penalty keeps them in " \
            "the output (weight" in capsys.readouterr().out
+
+
+def test_patch_edges_mirror_reaches_the_real_patches_of_a_run(tmp_path, monkeypatch):
+    from slicegan_core.data import TrainingData
+    seen = []
+    original = TrainingData.sample
+
+    def recording(self, *args, **kwargs):
+        seen.append(args[4] if len(args) > 4 else kwargs.get("edges", "inside"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrainingData, "sample", recording)
+    run_dir = train(_skewed_specs(tmp_path), tmp_path / "mirror", preset_name="tiny", steps=2, fidelity_seeds=0,
+                    patch_edges="mirror")
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    assert seen and set(seen) == {"mirror"}
+    assert json.loads((run_dir / "config.json").read_text())["train"]["patch_edges"] == "mirror"
