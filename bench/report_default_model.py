@@ -167,13 +167,15 @@ def plot(steerings: dict[str, dict], path: Path):
     import matplotlib.pyplot as plt
 
     panels = [("ln_esd_sigma", "sigma of ln(ESD), all watershed features")]
-    if all("ln_esd_sigma_field" in r.get("measures", ()) for r in steerings.values()):
+    if any("ln_esd_sigma_field" in r.get("measures", ()) for r in steerings.values()):
         panels.append(("ln_esd_sigma_field", "sigma of ln(ESD), features >= 8 voxels"))
     panels.append(("ln_chord_sigma", "sigma of ln(chord length)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
     for ax, (measure, label) in zip(axes, panels):
         truth_drawn = False
         for (name, report), colour in zip(steerings.items(), ("#0072B2", "#D55E00", "#009E73", "#CC79A7")):
+            if measure not in report.get("measures", ()):        # an earlier report without this measure
+                continue
             values = np.array(report["values"])
             # Pool phases: median over phases of the per-phase medians / bands.
             block = [report["phases"][p][measure] for p in report["phases"]]
