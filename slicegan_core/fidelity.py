@@ -283,9 +283,13 @@ def remedies(card_: dict) -> list[str]:
               for name, entry in row.items() if not entry.get("pass", True)}
     names = {name for _, name in failed}
     advice = []
-    if names & {"vf", "kept"}:
-        advice.append("Phase fractions: retrain with --set fraction_penalty=300, which pulls each phase's fraction "
-                      "towards the training images' (docs/real-micrographs.md, \"Volume fraction\").")
+    if "kept" in names:
+        advice.append("A phase that (nearly) vanished: retrain with --set fraction_penalty=100, which keeps a rare "
+                      "phase in the output (docs/real-micrographs.md, \"A rare phase\").")
+    if "vf" in names:
+        advice.append("Phase fractions: the critics see random patches, which on a small image cover its edges "
+                      "less unless --set patch_edges='\"mirror\"' (the cpu preset's default); otherwise give a "
+                      "larger image or several (docs/real-micrographs.md, \"Volume fraction\").")
     # The slice count helped where a phase's own image has few small islands (SOFC anode) and coarsened a phase
     # that has thousands per million of its pixels (composite), so it is advised for the former only.
     sparse = sorted({phase for d in card_.get("datasets", []) for phase, row in d.get("phases", {}).items()

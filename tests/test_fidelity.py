@@ -131,7 +131,7 @@ def test_export_best_keeps_the_model_with_the_lowest_distance(tiny_specs, tmp_pa
 def test_a_failed_verdict_names_the_setting_that_moved_each_failed_statistic():
     # Phase 0 has few small islands of its own (100 per million pixels at vf 0.5: 200 per million of the phase)
     # and too many generated; phase 255 has many (6,000 per million of the phase) and fails too: the slice count
-    # is advised for phase 0 only (it coarsened such a dense phase). Phase 255's fraction is off as well.
+    # is advised for phase 0 only (it coarsened such a dense phase). The fractions are off as well.
     reference = {"vf": np.array([0.5, 0.5]), "mean_chord": np.array([8.0, 8.0]), "perimeter": np.array([0.2, 0.2]),
                  "islands": np.array([100.0, 3000.0]), "s2": np.full((2, 5), 0.3)}
     generated = {**reference, "vf": np.array([0.47, 0.53]), "islands": np.array([400.0, 6000.0])}
@@ -139,10 +139,14 @@ def test_a_failed_verdict_names_the_setting_that_moved_each_failed_statistic():
     card = fidelity.finish_card([{"attrs": {}, **result}], step=3000, seconds=1.0)
     advice = fidelity.remedies(card)
     assert len(advice) == 2
-    assert "fraction_penalty=300" in advice[0]
+    assert "patch_edges" in advice[0]
     assert advice[1].startswith("Small islands in phase 0,") and "island_view" in advice[1]
     level, text = fidelity.banner(card)
-    assert level == "fail" and "fraction_penalty=300" in text and "island_view" in text
+    assert level == "fail" and "patch_edges" in text and "island_view" in text
+    # A vanished phase (kept fails too): the fraction penalty, which keeps a rare phase.
+    generated = {**reference, "vf": np.array([0.9, 0.1]), "islands": np.array([100.0, 3000.0])}
+    card = fidelity.finish_card([{"attrs": {}, **fidelity.compare(reference, generated, [0, 255])}], 3000, 1.0)
+    assert "fraction_penalty=100" in fidelity.remedies(card)[0]
     # Chords off: train longer / on the stack; a passing card has no advice.
     generated = {**reference, "mean_chord": np.array([9.5, 8.0])}
     card = fidelity.finish_card([{"attrs": {}, **fidelity.compare(reference, generated, [0, 255])}], 3000, 1.0)
