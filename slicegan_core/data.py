@@ -296,13 +296,13 @@ class TrainingData:
         if not isinstance(rng, np.random.Generator):
             raise TypeError(f"rng must be a numpy.random.Generator (np.random.default_rng(seed)), "
                             f"got {type(rng).__name__}.")
+        if edges not in ("inside", "mirror"):
+            raise ValueError(f'edges must be "inside" or "mirror", got {edges!r}.')
         size = self.patch_size
         # one draw per patch: (slice position, row offset, column offset) as fractions of the range
         positions = rng.random((index.size, 3))
         channel_shape = (3,) if self.image_type == "colour" else ()
         patches = np.empty((index.size, size, size) + channel_shape, dtype=np.uint8)
-        if edges not in ("inside", "mirror"):
-            raise ValueError(f'edges must be "inside" or "mirror", got {edges!r}.')
         for k, (i, position) in enumerate(zip(index, positions)):
             patches[k] = self._crop(int(i), axis, position, mirror=edges == "mirror")
         if augment and self.isotropic:
