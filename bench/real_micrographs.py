@@ -138,13 +138,22 @@ def truth_tortuosity(case: str, edge: int) -> dict[str, list[float]]:
     return taus
 
 
-def seen_fractions(image: np.ndarray, patch: int) -> dict[str, float]:
+def seen_fractions(image: np.ndarray, patch: int, edges: str = "inside") -> dict[str, float]:
     """Phase fractions of a 2D training image as the critics see it: each pixel weighted by how many of the
-    uniformly drawn patch positions cover it. On a small image the edges count less (a 192^2 image's
-    border pixels are in one of 129 positions per axis, its centre in 64), so where a phase gathers at the
-    edges or in the centre, the critics see another fraction than the image's."""
-    def coverage(n):                      # pixel i: how many of the n - patch + 1 positions cover it
-        return np.convolve(np.ones(n - patch + 1), np.ones(patch))
+    uniformly drawn patch positions cover it (``edges`` as the run's ``patch_edges``). With patches inside a
+    small image the edges count less (a 192^2 image's border pixels are in one of 129 positions per axis, its
+    centre in 64), so where a phase gathers at the edges or in the centre, the critics see another fraction
+    than the image's; with mirrored edges every pixel counts about equally."""
+    from slicegan_core.data import mirrored_line
+
+    def coverage(n):                      # pixel i: how many of the patch positions cover it
+        if edges == "inside":
+            return np.convolve(np.ones(n - patch + 1), np.ones(patch))
+        positions = n - patch + 1 + 2 * min(patch // 2, n)
+        counts = np.zeros(n)
+        for k in range(positions):        # the positions sample() draws: fraction k / positions
+            np.add.at(counts, mirrored_line(n, patch, k / positions), 1)
+        return counts
     weights = np.outer(coverage(image.shape[0]), coverage(image.shape[1]))
     weights /= weights.sum()
     return {str(p): float(weights[image == p].sum()) for p in np.unique(image).tolist()}
@@ -173,7 +182,8 @@ def report(cases: list[str], size: int, seeds: int, tag: str | None = None, vf_s
             real = real[start:start + edge, start:start + edge, start:start + edge]
         phases = sorted(np.unique(real).tolist())
         training_image = np.load(OUT / f"{case}.npy")
-        seen = seen_fractions(training_image, model.config.patch_size) if training_image.ndim == 2 else {}
+        edges = json.loads((run / "config.json").read_text())["train"].get("patch_edges", "inside")
+        seen = seen_fractions(training_image, model.config.patch_size, edges) if training_image.ndim == 2 else {}
         reports, fractions = [], []
         # Volume fraction over more seeds than the rest: one 128^3 volume's fraction varies by ~0.005-0.007
         # from seed to seed, as much as the settings compared here move it.
