@@ -336,7 +336,9 @@ def test_screenshots(server, browser):
         page.goto(server["url"] + "/train")
         page.get_by_text("x, y, z centre slices").first.wait_for(timeout=120_000)
         page.get_by_text("New run").click()                 # collapsed while a run is active
-        page.get_by_text("Patches the critics will see").wait_for(timeout=120_000)
+        # the fidelity monitor's curves, and the form (it starts from the selected run's data: an upload)
+        page.get_by_text("Solid: generated slices").wait_for(timeout=120_000)
+        page.get_by_text("Upload images or stacks").first.wait_for(timeout=120_000)
         page.wait_for_timeout(3000)
         page.screenshot(path=ROOT / "docs" / "train.png")
     finally:
