@@ -145,10 +145,19 @@ def drawn_fraction(image: np.ndarray) -> float:
 def wait_for_picture(view, differs_from=None, timeout=60.0) -> np.ndarray:
     """Screenshot the 3D view's iframe until vtk.js has drawn the volume (and it differs from a picture)."""
     deadline = time.monotonic() + timeout
+    previous_shape = None
     while time.monotonic() < deadline:
         image = pixels(view.screenshot())
-        changed = 1.0 if differs_from is None else (np.abs(image - differs_from).sum(axis=2) > 40).mean()
-        if drawn_fraction(image) > 0.15 and changed > 0.00005:
+        # A picture taken while the iframe is still being laid out has another size than the final one: accept
+        # a picture only once two screenshots in a row have the same size; a new size is a changed picture.
+        steady, previous_shape = image.shape == previous_shape, image.shape
+        if differs_from is None:
+            changed = 1.0
+        elif image.shape != differs_from.shape:
+            changed = 1.0
+        else:
+            changed = (np.abs(image - differs_from).sum(axis=2) > 40).mean()
+        if steady and drawn_fraction(image) > 0.15 and changed > 0.00005:
             return image
         time.sleep(0.05)
     pytest.fail(f"the 3D view did not draw or change in time: {drawn_fraction(image):.3f} of it drawn, "
