@@ -197,7 +197,9 @@ class TrainConfig:
     # the bottom; None = island_penalty at every value. Wide grain-size distributions really have small
     # grains, which a uniform weight also thins (docs/default-model.md).
     island_penalty_high: float | None = None
-    # Largest island the penalty counts: 1 (single voxels) or 2 (also face-connected pairs).
+    # Largest island the penalty counts: 1 (single voxels) or 2 (also face-connected pairs), exactly
+    # (train.expected_islands); 3-7: voxels of specks of up to that many voxels, from each voxel's 3x3x3
+    # neighbourhood (train.expected_speck_voxels: a k-voxel speck counts k times).
     island_max_voxels: int = 1
     # What the penalty counts: "3d" islands of the volume, or "slices": one-pixel 2D islands of its slices
     # across each axis (also the cut ends of one-voxel-thin rods; island_max_voxels must then be 1).
@@ -252,7 +254,7 @@ class TrainConfig:
         for name in ("island_penalty", "island_penalty_high", "fraction_penalty"):
             if getattr(self, name) is not None:
                 _check_range(name, getattr(self, name), 0)
-        _check_range("island_max_voxels", self.island_max_voxels, 1, 2)
+        _check_range("island_max_voxels", self.island_max_voxels, 1, 7)
         if self.patch_edges not in ("inside", "mirror"):
             raise ValueError(f"patch_edges must be \"inside\" or \"mirror\", got {self.patch_edges!r}.")
         if self.island_view not in ("3d", "slices"):

@@ -417,6 +417,27 @@ def test_expected_islands_in_slices_counts_the_cut_ends_of_thin_rods(tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["train"]["island_view"] == "slices"
 
 
+def test_expected_speck_voxels_counts_pieces_up_to_the_size_and_never_a_grain(tmp_path):
+    labels = np.zeros((1, 16, 16, 16), np.int64)
+    labels[0, 3, 3, 3] = 1                      # a one-voxel speck: 1 voxel
+    labels[0, 3:5, 8:10, 3] = 2                 # a four-voxel plaquette: 4 voxels
+    labels[0, 8:11, 8:10, 8:10] = 1             # a 12-voxel block: none of its voxels has <= 7 of its phase around
+    labels[0, 12, 3:6, 12] = 1                  # a three-voxel rod: 3 voxels
+    one_hot = torch.nn.functional.one_hot(torch.from_numpy(labels), 3).permute(0, 4, 1, 2, 3).float()
+    per_thousand = 1000 / 14 ** 3
+    assert train_module.expected_speck_voxels(one_hot, 7, sharpness=0.01).item() == pytest.approx(8 * per_thousand)
+    assert train_module.expected_speck_voxels(one_hot, 3, sharpness=0.01).item() == pytest.approx(4 * per_thousand)
+    only_phase_2 = train_module.expected_speck_voxels(one_hot, 7, torch.tensor([0.0, 0.0, 1.0]), sharpness=0.01)
+    assert only_phase_2.item() == pytest.approx(4 * per_thousand)
+    soft = torch.softmax(4 * one_hot + torch.randn_like(one_hot), dim=1).requires_grad_(True)
+    train_module.expected_speck_voxels(soft, 7).sum().backward()
+    assert soft.grad.abs().sum() > 0
+    run_dir = train(_skewed_specs(tmp_path), tmp_path / "run", preset_name="tiny", steps=2, island_penalty=5.0,
+                    island_max_voxels=7, island_temperature=8.0)
+    assert json.loads((run_dir / "config.json").read_text())["train"]["island_max_voxels"] == 7
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+
+
 def test_island_penalty_weight_follows_the_attribute_between_low_and_high(tmp_path):
     low, high = ALPHAS
     run = _run(_skewed_specs(tmp_path), tmp_path, island_penalty=8.0, island_penalty_high=2.0)
@@ -426,7 +447,7 @@ def test_island_penalty_weight_follows_the_attribute_between_low_and_high(tmp_pa
     assert uniform.island_weights(attrs).tolist() == pytest.approx([8.0] * 4)
     from slicegan_core.config import TrainConfig
     with pytest.raises(ValueError, match="island_max_voxels"):
-        TrainConfig(island_max_voxels=3)
+        TrainConfig(island_max_voxels=8)
     with pytest.raises(ValueError, match="island_penalty_high"):
         TrainConfig(island_penalty_high=-1.0)
     run_dir = train(_skewed_specs(tmp_path), tmp_path / "trained", preset_name="tiny", steps=2, island_penalty=8.0,
