@@ -144,12 +144,12 @@ def seen_fractions(image: np.ndarray, patch: int, edges: str = "inside") -> dict
     small image the edges count less (a 192^2 image's border pixels are in one of 129 positions per axis, its
     centre in 64), so where a phase gathers at the edges or in the centre, the critics see another fraction
     than the image's; with mirrored edges every pixel counts about equally."""
-    from slicegan_core.data import mirrored_line
+    from slicegan_core.data import mirrored_line, mirrored_positions
 
     def coverage(n):                      # pixel i: how many of the patch positions cover it
         if edges == "inside":
             return np.convolve(np.ones(n - patch + 1), np.ones(patch))
-        positions = n - patch + 1 + 2 * min(patch // 2, n)
+        positions = mirrored_positions(n, patch)
         counts = np.zeros(n)
         for k in range(positions):        # the positions sample() draws: fraction k / positions
             np.add.at(counts, mirrored_line(n, patch, k / positions), 1)

@@ -194,13 +194,18 @@ def _pil_array(image) -> np.ndarray:
     return np.array(image)
 
 
+def mirrored_positions(extent: int, size: int) -> int:
+    """How many patch positions ``mirrored_line`` spans along an ``extent``-pixel axis: from half a patch
+    before the image to half a patch past it (at most the image's extent on each side)."""
+    return extent - size + 1 + 2 * min(size // 2, extent)
+
+
 def mirrored_line(extent: int, size: int, fraction: float) -> np.ndarray:
     """Pixel indices (size,) along one axis of an ``extent``-pixel image of the patch at ``fraction`` (in [0, 1))
     of the positions from half a patch before the image to half a patch past it, the image mirrored beyond
     its edges (pixel -1 is pixel 0). Over all positions a pixel less than size // 2 from an edge is in size + 1
     patches (directly or as its mirror image), any other in size: every pixel is seen about equally often."""
-    margin = min(size // 2, extent)
-    start = int(fraction * (extent - size + 1 + 2 * margin)) - margin
+    start = int(fraction * mirrored_positions(extent, size)) - min(size // 2, extent)
     index = np.arange(start, start + size)
     index = np.where(index < 0, -1 - index, index)
     return np.where(index >= extent, 2 * extent - 1 - index, index)

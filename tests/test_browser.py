@@ -151,9 +151,7 @@ def wait_for_picture(view, differs_from=None, timeout=60.0) -> np.ndarray:
         # A picture taken while the iframe is still being laid out has another size than the final one: accept
         # a picture only once two screenshots in a row have the same size; a new size is a changed picture.
         steady, previous_shape = image.shape == previous_shape, image.shape
-        if differs_from is None:
-            changed = 1.0
-        elif image.shape != differs_from.shape:
+        if differs_from is None or image.shape != differs_from.shape:
             changed = 1.0
         else:
             changed = (np.abs(image - differs_from).sum(axis=2) > 40).mean()

@@ -8,8 +8,8 @@ import tifffile
 import torch
 from PIL import Image
 
-from slicegan_core.data import (IMAGE_TYPES, DatasetSpec, TrainingData, load_image, mirrored_line, value_counts,
-                                load_training_data)
+from slicegan_core.data import (IMAGE_TYPES, DatasetSpec, TrainingData, load_image, load_training_data,
+                                mirrored_line, mirrored_positions, value_counts)
 
 FIXTURES = Path(__file__).parent / "data"
 
@@ -200,7 +200,8 @@ def test_mirrored_edges_show_every_pixel_about_equally_often(tmp_path):
     # Over every position along an axis, "inside" patches cover a pixel at the edge once and one in the middle
     # `size` times; mirrored edges cover each size or size + 1 times.
     extent, size = 40, 16
-    positions = extent - size + 1 + 2 * (size // 2)
+    positions = mirrored_positions(extent, size)
+    assert positions == extent - size + 1 + 2 * (size // 2)
     coverage = np.zeros(extent, int)
     for k in range(positions):
         np.add.at(coverage, mirrored_line(extent, size, (k + 0.5) / positions), 1)
