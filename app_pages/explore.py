@@ -504,8 +504,9 @@ else:
         st.caption("Seed band: where another volume of the truth of this size would land 95 % of the time (its "
                    "bootstrap interval widened by √2). A gap in the field measure means the generated grains vary "
                    "more (+) or less (−) in size than the truth's; a larger all-features gap on top of it comes "
-                   "from pieces under the minimum size: for the default model mostly isolated specks of one phase "
-                   "between grains of the others (bench/small_features.py).")
+                   "from pieces under the minimum size: for the default model mostly single voxels that touch a "
+                   "grain of their phase only at an edge or corner, between grains of the others "
+                   "(bench/small_features.py).")
     rows = []
     for label, statistics, style in series:
         for value, stat in statistics.items():
