@@ -8,10 +8,11 @@ default model makes ~10x the truth's share. A small feature may be a lobe that t
 larger grain at a neck (it touches another feature of its own phase) or an isolated speck (a face-connected
 piece of its phase on its own). Which one it is says what to change: necks and bumps are the grains' shape;
 specks are pieces of one phase sitting inside or between others (a lone voxel by its faces may still touch its
-phase at an edge or corner: a diagonal attachment, which face-connected labelling, as the field's, separates). Per trained alpha this prints, for truth
-crops and generated volumes of the same size, the interior features (not touching a face: pieces cut by the
-faces are excluded, as in ``metrics.feature_sizes``), the share under 8 voxels, how many of those are isolated,
-their sizes, how many other phases border an isolated one, and the generator's largest phase probability at
+phase at an edge or corner: a diagonal attachment, which face-connected labelling, as the field's, separates).
+Per trained alpha this prints, for truth crops and generated volumes of the same size, the interior features
+(not touching a face: pieces cut by the faces are excluded, as in ``metrics.feature_sizes``), the share under
+8 voxels, how many of those are isolated, their sizes, how many single voxels touch their phase diagonally,
+how many other phases border an isolated one, and the generator's largest phase probability at
 those voxels (how confident it is about them).
 """
 from __future__ import annotations
@@ -57,8 +58,7 @@ def tail(labels: np.ndarray, probabilities: np.ndarray | None = None) -> dict:
         if not np.any((around == phase_of[feature]) & (ids[box][ring] != feature)):
             isolated.append(voxels[feature])
             if voxels[feature] == 1:      # a lone voxel by its faces: does its phase touch it at an edge or corner?
-                cube = labels[box] == labels[box][mine][0]
-                diagonal += int(cube.sum() > 1)
+                diagonal += int((labels[box] == phase_of[feature]).sum() > 1)
             bordering[min(len(np.unique(around)), 2)] += 1
             if probabilities is not None:
                 confidence.extend(probabilities.max(axis=0)[box][mine].tolist())
@@ -71,20 +71,24 @@ def tail(labels: np.ndarray, probabilities: np.ndarray | None = None) -> dict:
 NEIGHBOURHOOD_BINS = ((1, 1), (2, 3), (4, 7), (8, 12), (13, 27))
 
 
-def margins(model, alpha: float, size: int, seed: int = 0) -> list[tuple[str, int, np.ndarray]]:
-    """The generator's logit margin (its largest logit minus the second) at each interior voxel of one
-    generated (size,)^3 volume, grouped by how many voxels of the voxel's own phase its 3x3x3 neighbourhood holds
-    (itself included): 1 is a lone voxel, 2-7 specks and sharp tips, 8 or more the inside or surface of a grain
-    of 2x2x2 or larger. -> [(bin, voxels, percentiles 10 / 50 / 90)]. An island penalty computed on
-    softmax(logits / T) reaches a voxel only while margin / T is a few units (its gradient is P (1 - P))."""
-    z = model.latent(seed, (size,) * 3)
-    logits = model._forward(z, torch.tensor([[alpha]]), activate=False).float()
+def generated_logits(model, alpha: float, size: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The generator's logits (1, C, size, size, size) for one volume, and their argmax one-hot."""
+    logits = model._forward(model.latent(seed, (size,) * 3), torch.tensor([[alpha]]), activate=False).float()
     logits = logits if logits.dim() == 5 else logits[None]
     one_hot = torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 4, 1, 2, 3).float()
-    own = (one_hot[:, :, 1:-1, 1:-1, 1:-1] * 27 * torch.nn.functional.avg_pool3d(one_hot, 3, stride=1)).sum(1)
+    return logits, one_hot
+
+
+def margins(logits: torch.Tensor, one_hot: torch.Tensor) -> list[tuple[str, int, np.ndarray]]:
+    """The generator's logit margin (its largest logit minus the second) at each interior voxel of one
+    generated volume (``generated_logits``), grouped by how many voxels of the voxel's own phase its 3x3x3
+    neighbourhood holds (itself included): 1 is a lone voxel, 2-7 specks and sharp tips, 8 or more the inside or
+    surface of a grain of 2x2x2 or larger. -> [(bin, voxels, percentiles 10 / 50 / 90)]. An island penalty
+    computed on softmax(logits / T) reaches a voxel only while margin / T is a few units (its gradient is
+    P (1 - P))."""
+    own = (one_hot[:, :, 1:-1, 1:-1, 1:-1] * 27 * torch.nn.functional.avg_pool3d(one_hot, 3, stride=1)).sum(1).round()
     top = logits.topk(2, dim=1).values
     margin = (top[:, 0] - top[:, 1])[:, 1:-1, 1:-1, 1:-1]
-    own = own.round()
     rows = []
     for low, high in NEIGHBOURHOOD_BINS:
         chosen = margin[(own >= low) & (own <= high)].numpy()
@@ -93,13 +97,10 @@ def margins(model, alpha: float, size: int, seed: int = 0) -> list[tuple[str, in
     return rows
 
 
-def island_background(model, alpha: float, size: int, seed: int = 0) -> list[tuple[str, float]]:
+def island_background(logits: torch.Tensor, one_hot: torch.Tensor) -> list[tuple[str, float]]:
     """The island penalty's count (one- and two-voxel islands per thousand voxels) on one generated volume: on its
     labels (one-hot: the exact count), and on softmax(logits / T) for T = 4 and 16 (exact count + background)."""
     from slicegan_core.train import expected_islands
-    logits = model._forward(model.latent(seed, (size,) * 3), torch.tensor([[alpha]]), activate=False).float()
-    logits = logits if logits.dim() == 5 else logits[None]
-    one_hot = torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1]).permute(0, 4, 1, 2, 3).float()
     rows = [("labels", expected_islands(one_hot, 2).item())]
     for temperature in (4, 16):
         rows.append((f"T = {temperature}", expected_islands(torch.softmax(logits / temperature, dim=1), 2).item()))
@@ -123,11 +124,12 @@ def main(argv=None) -> None:
               "other phases at it), softmax(logits / 4) / (logits / 16) |")
         print("|---" * 5 + "|")
         for alpha in RECIPE["sigmas"]:
-            for name, count, (p10, p50, p90) in margins(model, alpha, args.size):
+            logits, one_hot = generated_logits(model, alpha, args.size)
+            for name, count, (p10, p50, p90) in margins(logits, one_hot):
                 print(f"| {alpha:g} | {name} | {count} | {p10:.0f} / {p50:.0f} / {p90:.0f} | "
                       f"{1 / (1 + 2 * np.exp(-p50 / 4)):.3f} / {1 / (1 + 2 * np.exp(-p50 / 16)):.3f} |", flush=True)
             print(f"|   | expected islands of 1-2 voxels per thousand voxels (train.expected_islands): "
-                  + ", ".join(f"{name} {value:.3f}" for name, value in island_background(model, alpha, args.size))
+                  + ", ".join(f"{name} {value:.3f}" for name, value in island_background(logits, one_hot))
                   + " |   |   |   |", flush=True)
         return
     print("| alpha | volumes | interior features | < 8 voxels (share) | of them isolated | isolated by size "
