@@ -182,8 +182,9 @@ def expected_islands(probabilities: torch.Tensor, max_voxels: int = 1,
     p = probabilities.float()
     q = 1 - p
     size = p.shape[2:]
+    interior = tuple((1, n - 2) for n in size)
 
-    def at(tensor, offset, region):
+    def at(tensor, offset, region=interior):
         """``tensor`` at x + offset for every x of ``region`` ((start, length) per axis)."""
         return tensor[(slice(None), slice(None)) + tuple(slice(start + o, start + o + n)
                                                          for (start, n), o in zip(region, offset))]
@@ -191,29 +192,24 @@ def expected_islands(probabilities: torch.Tensor, max_voxels: int = 1,
     def unit(axis, step=1):
         return tuple(step if i == axis else 0 for i in range(3))
 
-    interior = tuple((1, n - 2) for n in size)
-    # Product of (1 - P) over the 4 face neighbours across each axis, shared by the single and pair terms.
-    across = []
-    for axis in range(3 if max_voxels >= 2 or view == "slices" else 1):
-        product = None
-        for other in range(3):
-            for step in ((-1, 1) if other != axis else ()):
-                factor = at(q, unit(other, step), interior)
-                product = factor if product is None else product * factor
-        across.append(product)
+    # (1 - P) of both face neighbours along each axis; every product below is built from these three, so
+    # each neighbour is read once (each read of a shifted view costs a full-size tensor in the backward pass).
+    along = [at(q, unit(axis, -1)) * at(q, unit(axis, 1)) for axis in range(3)]
+    centre = at(p, (0, 0, 0))
     if view == "slices":
-        centre = at(p, (0, 0, 0), interior)
-        count = sum((centre * product).sum(dim=(2, 3, 4)) for product in across) / 3
+        # one-pixel islands across axis a: the 4 in-plane neighbours, i.e. the pairs along the other two axes
+        count = (centre * (along[0] * (along[1] + along[2]) + along[1] * along[2])).sum(dim=(2, 3, 4)) / 3
         max_voxels = 1
     else:
-        alone = at(p, (0, 0, 0), interior) * across[0] * at(q, unit(0, -1), interior) * at(q, unit(0, 1), interior)
-        count = alone.sum(dim=(2, 3, 4))
+        count = (centre * along[0] * along[1] * along[2]).sum(dim=(2, 3, 4))
     if max_voxels >= 2:
         for axis in range(3):
+            b, c = (other for other in range(3) if other != axis)
+            across = along[b] * along[c]                # the 4 face neighbours across ``axis``
             first = tuple((1, n - 2 - (i == axis)) for i, n in enumerate(size))   # x and x + e_axis interior
             length = size[axis] - 3
             pair = (at(p, (0, 0, 0), first) * at(p, unit(axis), first)
-                    * across[axis].narrow(2 + axis, 0, length) * across[axis].narrow(2 + axis, 1, length)
+                    * across.narrow(2 + axis, 0, length) * across.narrow(2 + axis, 1, length)
                     * at(q, unit(axis, -1), first) * at(q, unit(axis, 2), first))
             count = count + pair.sum(dim=(2, 3, 4))
     count = count.sum(dim=1) if phase_weights is None else (count * phase_weights.to(count)).sum(dim=1)
