@@ -88,12 +88,7 @@ def _train_loop(run: "Run") -> str:
             with run.autocast():
                 loss_g = loss_g - critic(fake_slices, slice_attrs).mean()
         if run.island_phase_weights is not None:
-            softened = torch.softmax(run.last_logits.float() / cfg.island_temperature, dim=1)
-            if cfg.island_max_voxels >= 3:
-                islands = expected_speck_voxels(softened, cfg.island_max_voxels, run.island_phase_weights)
-            else:
-                islands = expected_islands(softened, cfg.island_max_voxels, run.island_phase_weights,
-                                           cfg.island_view)
+            islands = island_count(run.last_logits, cfg, run.island_phase_weights)
             loss_g = loss_g + (run.island_weights(attrs) * islands).mean()
         if run.fraction_weight:
             targets = run.target_fractions[dataset_index[run.share.volumes]]
@@ -214,6 +209,16 @@ def expected_islands(probabilities: torch.Tensor, max_voxels: int = 1,
             count = count + pair.sum(dim=(2, 3, 4))
     count = count.sum(dim=1) if phase_weights is None else (count * phase_weights.to(count)).sum(dim=1)
     return 1000 * count / math.prod(n - 2 for n in size)
+
+
+def island_count(logits: torch.Tensor, cfg: TrainConfig, phase_weights: torch.Tensor) -> torch.Tensor:
+    """What the island penalty counts in each of (B, C, D, H, W) generator logits -> (B,), as ``cfg`` says:
+    on softmax(logits / island_temperature), islands of up to 2 voxels (3D or one-pixel islands of slices,
+    :func:`expected_islands`) or voxels of specks of 3-7 voxels (:func:`expected_speck_voxels`)."""
+    softened = torch.softmax(logits.float() / cfg.island_temperature, dim=1)
+    if cfg.island_max_voxels >= 3:
+        return expected_speck_voxels(softened, cfg.island_max_voxels, phase_weights)
+    return expected_islands(softened, cfg.island_max_voxels, phase_weights, cfg.island_view)
 
 
 def expected_speck_voxels(probabilities: torch.Tensor, max_voxels: int = 7,

@@ -417,6 +417,22 @@ def test_expected_islands_in_slices_counts_the_cut_ends_of_thin_rods(tmp_path):
     assert json.loads((run_dir / "config.json").read_text())["train"]["island_view"] == "slices"
 
 
+def test_island_count_counts_what_the_settings_name_on_tempered_probabilities():
+    from slicegan_core.config import TrainConfig
+    logits = 6 * torch.randn(2, 3, 10, 10, 10, generator=torch.Generator().manual_seed(1))
+    weights = torch.tensor([1.0, 2.0, 0.0])
+    tempered = torch.softmax(logits / 4, dim=1)
+    for settings, expected in (
+            (dict(island_max_voxels=2), train_module.expected_islands(tempered, 2, weights)),
+            (dict(island_view="slices"), train_module.expected_islands(tempered, 1, weights, view="slices")),
+            (dict(island_max_voxels=5), train_module.expected_speck_voxels(tempered, 5, weights))):
+        counted = train_module.island_count(logits, TrainConfig(island_temperature=4.0, **settings), weights)
+        assert counted.shape == (2,) and torch.allclose(counted, expected)
+    # the temperature is applied: at T = 1 the same logits count differently
+    plain = train_module.island_count(logits, TrainConfig(island_max_voxels=2), weights)
+    assert not torch.allclose(plain, train_module.expected_islands(tempered, 2, weights))
+
+
 def test_expected_speck_voxels_counts_pieces_up_to_the_size_and_never_a_grain(tmp_path):
     labels = np.zeros((1, 16, 16, 16), np.int64)
     labels[0, 3, 3, 3] = 1                      # a one-voxel speck: 1 voxel
