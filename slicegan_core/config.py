@@ -207,6 +207,11 @@ class TrainConfig:
     # The penalty sees softmax(logits / island_temperature): above 1 it reaches confident islands, whose
     # plain softmax gradient P(1 - P) vanishes.
     island_temperature: float = 1.0
+    # Steps over which the island penalty's weight rises linearly from 0 to full; 0 = full from the start.
+    # A freshly initialised generator's output is all speckle, and a strong penalty on it can outweigh the
+    # critics and settle the generator on stripes that have no islands (the slice count at weight 30 from
+    # step 0 did so on the SOFC anode; docs/real-micrographs.md).
+    island_warmup: int = 0
     # Weight of train.fraction_error (each fake volume's phase fractions against its training image's,
     # relative to them) in the generator's loss; n-phase only. None = automatic: RARE_PHASE_WEIGHT when a phase
     # covers less than RARE_PHASE_SHARE of a training image (the critics alone let such a phase vanish), else
@@ -245,7 +250,7 @@ class TrainConfig:
             _check_range(name, getattr(self, name), 0, low_open=True)
         for name in ("beta1", "beta2", "ema_decay"):
             _check_range(name, getattr(self, name), 0, 1, high_open=True)
-        for name in ("gp_lambda", "attr_jitter", "fidelity_seeds"):
+        for name in ("gp_lambda", "attr_jitter", "fidelity_seeds", "island_warmup"):
             _check_range(name, getattr(self, name), 0)
         if isinstance(self.threads, str) and self.threads != "auto":
             raise ValueError(f"threads must be 'auto' or a number of threads (got {self.threads!r}).")

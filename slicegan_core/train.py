@@ -378,16 +378,18 @@ class Run:
 
     def island_weights(self, attrs: torch.Tensor) -> torch.Tensor:
         """Weight of the island penalty for each fake volume (b,), from its first attribute's place in the
-        trained range (island_penalty at the bottom, island_penalty_high at the top)."""
+        trained range (island_penalty at the bottom, island_penalty_high at the top), ramped in over the
+        first ``island_warmup`` steps."""
         cfg = self.train_config
+        ramp = min(1.0, (self.step + 1) / cfg.island_warmup) if cfg.island_warmup else 1.0
         if cfg.island_penalty is None:     # automatic: the weights are per phase (island_phase_weights)
-            return torch.ones((attrs.shape[0],), device=attrs.device)
+            return torch.full((attrs.shape[0],), ramp, device=attrs.device)
         low_weight = torch.full((attrs.shape[0],), float(cfg.island_penalty), device=attrs.device)
         if cfg.island_penalty_high is None or attrs.shape[1] == 0:
-            return low_weight
+            return ramp * low_weight
         low, high = self.model_config.attribute_ranges[0]
         place = ((attrs[:, 0].float() - low) / (high - low) if high > low else attrs[:, 0] * 0).clamp(0, 1)
-        return low_weight + (cfg.island_penalty_high - cfg.island_penalty) * place
+        return ramp * (low_weight + (cfg.island_penalty_high - cfg.island_penalty) * place)
 
     @torch.no_grad()
     def update_average(self):

@@ -1,4 +1,5 @@
 """Training runs: end to end, exact resume, surviving SIGTERM / SIGKILL, and refusing to clobber a run."""
+import dataclasses
 import importlib
 import json
 import os
@@ -461,7 +462,19 @@ def test_island_penalty_weight_follows_the_attribute_between_low_and_high(tmp_pa
     assert run.island_weights(attrs).tolist() == pytest.approx([8.0, 5.0, 2.0, 2.0])   # clamped outside
     uniform = _run(_skewed_specs(tmp_path), tmp_path, island_penalty=8.0)
     assert uniform.island_weights(attrs).tolist() == pytest.approx([8.0] * 4)
+    # ramped in: a quarter of the weight after the first quarter of the warm-up, all of it from its end on
+    ramped = _run(_skewed_specs(tmp_path), tmp_path, island_penalty=8.0, island_penalty_high=2.0, island_warmup=100)
+    ramped.step = 24
+    assert ramped.island_weights(attrs).tolist() == pytest.approx([2.0, 1.25, 0.5, 0.5])
+    ramped.step = 500
+    assert ramped.island_weights(attrs).tolist() == pytest.approx([8.0, 5.0, 2.0, 2.0])
+    automatic = _run(_skewed_specs(tmp_path), tmp_path, island_warmup=10)
+    automatic.train_config = dataclasses.replace(automatic.train_config, island_penalty=None)   # per phase
+    automatic.step = 4
+    assert automatic.island_weights(attrs).tolist() == pytest.approx([0.5] * 4)
     from slicegan_core.config import TrainConfig
+    with pytest.raises(ValueError, match="island_warmup"):
+        TrainConfig(island_warmup=-1)
     with pytest.raises(ValueError, match="island_max_voxels"):
         TrainConfig(island_max_voxels=8)
     with pytest.raises(ValueError, match="island_penalty_high"):
