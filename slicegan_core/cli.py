@@ -267,12 +267,13 @@ def _start_processes(args, argv: list[str]) -> int:
     if args.command == "train":
         from .config import preset
         model_fields, train_fields = preset(args.preset, **_train_overrides(args))
-        check_batch_split(train_fields, model_fields["patch_size"], processes)
+        check_batch_split(train_fields, model_fields["patch_size"], processes, model_fields.get("critic_planes", 1))
     else:
         from .train import read_run_config
         config = read_run_config(args.run_dir)
         train_fields = {**config["train"], **_settings(args.set)}
-        check_batch_split(train_fields, config["model"]["patch_size"], processes)
+        check_batch_split(train_fields, config["model"]["patch_size"], processes,
+                          config["model"].get("critic_planes", 1))
     sys.stdout.flush()
     sys.stderr.flush()
     command = torchrun_command(processes, _without_nproc(argv))

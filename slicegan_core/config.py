@@ -109,6 +109,11 @@ class ModelConfig:
     # data it reached the chord statistics in about a quarter of the steps (docs/default-model.md). Same
     # output edge and reach, so tiling stays exact; training time about the same.
     output_layer: str = "transposed"
+    # What one critic input is: 1 = a 2D slice (SliceGAN); 3 = a slice with its two neighbours along the axis,
+    # as 3 x C channels, for 3D-stack training data only (a 2D image has no neighbouring slices). A slice alone
+    # cannot tell a grain's real tip, a blob that grows and shrinks from slice to slice, from a voxel that
+    # hangs on a grain by an edge; its neighbours can.
+    critic_planes: int = 1
 
     def __post_init__(self):
         _check_types(self)
@@ -136,6 +141,9 @@ class ModelConfig:
                 f"(got g_widths={list(self.g_widths)}, d_widths={list(self.d_widths)}).")
         if self.critic_conditioning not in CONDITIONINGS:
             raise ValueError(f"critic_conditioning must be one of {CONDITIONINGS} (got {self.critic_conditioning!r}).")
+        if self.critic_planes not in (1, 3):
+            raise ValueError(f"critic_planes must be 1 (2D slices) or 3 (a slice with its two neighbours; 3D-stack "
+                             f"training data only), got {self.critic_planes!r}.")
         if self.output_layer not in OUTPUT_LAYERS:
             raise ValueError(f"output_layer must be one of {OUTPUT_LAYERS} (got {self.output_layer!r}).")
         if len(self.attribute_ranges) != len(self.attribute_names):

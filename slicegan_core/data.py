@@ -261,7 +261,7 @@ class TrainingData:
         return sum(a.nbytes for arrays in self.sources for a in arrays)
 
     def sample(self, dataset_index, axis: int, rng: np.random.Generator, augment: bool = False,
-               edges: str = "inside") -> torch.Tensor:
+               edges: str = "inside", planes: int = 1) -> torch.Tensor:
         """Cut one random ``P x P`` patch per requested dataset.
 
         Parameters
@@ -283,11 +283,14 @@ class TrainingData:
             than one in its centre, and on a small image the critics see the centre's phase fractions rather
             than the image's. "mirror": a patch may reach up to half a patch beyond an edge, where the image is
             mirrored; every pixel is then in as many patches (to within one in a patch size).
+        planes : int
+            1, or 3 for 3D stacks only: each patch with the patches of the two neighbouring slices along
+            ``axis`` at the same place (turned and flipped alike), in slice order, as extra channels.
 
         Returns
         -------
         torch.Tensor
-            float32 ``(N, C, P, P)``: one-hot phases (n-phase) or intensities in [0, 1].
+            float32 ``(N, planes x C, P, P)``: one-hot phases (n-phase) or intensities in [0, 1].
         """
         index = np.asarray(dataset_index)
         if index.ndim != 1 or (index.size and index.dtype.kind not in "iu"):
@@ -303,31 +306,38 @@ class TrainingData:
                             f"got {type(rng).__name__}.")
         if edges not in ("inside", "mirror"):
             raise ValueError(f'edges must be "inside" or "mirror", got {edges!r}.')
+        if planes != 1 and (planes != 3 or any(self._kinds[int(i)] != "stack" for i in np.unique(index))):
+            raise ValueError(f"planes must be 1, or 3 with 3D stacks only (a 2D image has no neighbouring slices); "
+                             f"got {planes!r}.")
         size = self.patch_size
         # one draw per patch: (slice position, row offset, column offset) as fractions of the range
         positions = rng.random((index.size, 3))
         channel_shape = (3,) if self.image_type == "colour" else ()
-        patches = np.empty((index.size, size, size) + channel_shape, dtype=np.uint8)
+        patches = np.empty((index.size, planes, size, size) + channel_shape, dtype=np.uint8)
         for k, (i, position) in enumerate(zip(index, positions)):
-            patches[k] = self._crop(int(i), axis, position, mirror=edges == "mirror")
+            for plane in range(planes):
+                patches[k, plane] = self._crop(int(i), axis, position, edges == "mirror", plane, planes)
         if augment and self.isotropic:
             # drawn after the positions, so a run without augmentation keeps its random stream
             for k, (turns, flip) in enumerate(zip(rng.integers(0, 4, index.size), rng.integers(0, 2, index.size))):
-                patch = np.rot90(patches[k], turns)
-                patches[k] = patch[:, ::-1] if flip else patch
+                patch = np.rot90(patches[k], turns, axes=(1, 2))
+                patches[k] = patch[:, :, ::-1] if flip else patch
         patches = torch.from_numpy(patches)
         if self.image_type == "n-phase":
-            one_hot = torch.zeros((index.size, self.n_channels, size, size), dtype=torch.float32)
-            return one_hot.scatter_(1, patches.long().unsqueeze(1), 1.0)
+            one_hot = torch.zeros((index.size, planes, self.n_channels, size, size), dtype=torch.float32)
+            return one_hot.scatter_(2, patches.long().unsqueeze(2), 1.0).reshape(index.size, -1, size, size)
         if self.image_type == "grayscale":
-            return patches.unsqueeze(1).float().div_(255.0)
-        return patches.permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+            return patches.float().div_(255.0)
+        return patches.permute(0, 1, 4, 2, 3).reshape(index.size, -1, size, size).float().div_(255.0).contiguous()
 
-    def _crop(self, i: int, axis: int, position: np.ndarray, mirror: bool = False) -> np.ndarray:
+    def _crop(self, i: int, axis: int, position: np.ndarray, mirror: bool = False, plane: int = 0,
+              planes: int = 1) -> np.ndarray:
+        """The patch at ``position`` (fractions: slice, row, column); of a stack, slice ``plane`` of ``planes``
+        neighbouring slices."""
         arrays, kind, size = self.sources[i], self._kinds[i], self.patch_size
         if kind == "stack":
             volume = arrays[0]
-            slice_index = int(position[0] * volume.shape[axis])
+            slice_index = int(position[0] * (volume.shape[axis] - planes + 1)) + plane
             plane = volume[(slice(None),) * axis + (slice_index,)]  # a view, not a copy
         else:
             plane = arrays[axis] if kind == "views" else arrays[0]

@@ -149,7 +149,7 @@ def _upsample_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 class Critic(nn.Module):
-    """2D WGAN critic on (B, C, P, P) slices: Conv2d stack (kernel 4, stride 2, padding 1), then a kernel-4 conv
+    """2D WGAN critic on (B, C, P, P) slices (C x critic_planes channels: a slice and its neighbours): Conv2d stack (kernel 4, stride 2, padding 1), then a kernel-4 conv
     to one score per image.
 
     Conditioning on the attributes (the seed's critic never saw them, so nothing tied alpha=0.15 to the 0.15
@@ -161,7 +161,7 @@ class Critic(nn.Module):
         super().__init__()
         self.config = config
         k = len(config.attribute_names)
-        in_channels = config.n_channels + (k if config.critic_conditioning == "channel" else 0)
+        in_channels = config.n_channels * config.critic_planes + (k if config.critic_conditioning == "channel" else 0)
         widths = [in_channels, *config.d_widths]
         self.convs = nn.ModuleList(
             nn.Conv2d(c_in, c_out, kernel_size=4, stride=2, padding=1)

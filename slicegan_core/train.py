@@ -260,21 +260,23 @@ def gradient_penalty(critic, real, fake, attrs, generator: torch.Generator,
 
 # ---- the run: state, batches, checkpoints -----------------------------------------------------------------
 
-def batch_counts(tc: TrainConfig, patch_size: int) -> tuple[int, int, int, int]:
+def batch_counts(tc: TrainConfig, patch_size: int, planes: int = 1) -> tuple[int, int, int, int]:
     """Per axis of a global batch: (critic slices per fake volume, generator slices per fake volume, real
-    patches, gradient-penalty pairs), from the settings' None defaults and caps (see :class:`TrainConfig`)."""
-    slices = min(tc.slices_per_axis or patch_size, patch_size)
-    generator_slices = min(tc.generator_slices_per_axis or slices, patch_size)
+    patches, gradient-penalty pairs), from the settings' None defaults and caps (see :class:`TrainConfig`).
+    With ``planes`` 3 (ModelConfig.critic_planes) a slice needs both neighbours: patch_size - 2 positions."""
+    positions = patch_size - planes + 1
+    slices = min(tc.slices_per_axis or positions, positions)
+    generator_slices = min(tc.generator_slices_per_axis or slices, positions)
     real = min(tc.real_patches_per_axis or tc.batch_size, tc.batch_size * slices)
     pairs = min(tc.penalty_pairs_per_axis or tc.batch_size, real)
     return slices, generator_slices, real, pairs
 
 
-def check_batch_split(train_fields: dict, patch_size: int, processes: int) -> None:
+def check_batch_split(train_fields: dict, patch_size: int, processes: int, planes: int = 1) -> None:
     """ValueError (one sentence) unless a run with these training settings (a :class:`TrainConfig` as a dict)
     splits into ``processes`` equal shares (see :class:`slicegan_core.distributed.BatchShare`)."""
     tc = from_dict(TrainConfig, train_fields)
-    slices, _, real, pairs = batch_counts(tc, patch_size)
+    slices, _, real, pairs = batch_counts(tc, patch_size, planes)
     BatchShare.of(Ranks(0, processes), tc.batch_size, slices, real, pairs)
 
 
@@ -312,7 +314,7 @@ class Run:
         self.started = time.perf_counter()
         self.stop_requested = False
         (self.slices_per_axis, self.generator_slices_per_axis, self.real_patches_per_axis,
-         self.penalty_pairs) = batch_counts(tc, self.model_config.patch_size)
+         self.penalty_pairs) = batch_counts(tc, self.model_config.patch_size, self.model_config.critic_planes)
         # This process's part of every global batch (all of it in a one-process run).
         self.share = BatchShare.of(self.ranks, tc.batch_size, self.slices_per_axis, self.real_patches_per_axis,
                                    self.penalty_pairs)
@@ -402,15 +404,20 @@ class Run:
 
     def slices(self, fake, attrs, dataset_index, axis, count: int):
         """Cut ``count`` random 2D slices perpendicular to ``axis`` from each fake volume ->
-        (b*S, C, P, P), attrs (b*S, k) and the whole batch's slices' dataset index (B*S,), volume-major
-        (b = B in a one-process run; the same slice positions for every volume and process)."""
-        size = fake.shape[2 + axis]
-        if count >= size:   # all slices: no draw needed
+        (b*S, C', P, P), attrs (b*S, k) and the whole batch's slices' dataset index (B*S,), volume-major
+        (b = B in a one-process run; the same slice positions for every volume and process). C' = C, or
+        3 x C with critic_planes 3: each slice with its two neighbours, in slice order (as data.sample)."""
+        planes = self.model_config.critic_planes
+        positions = fake.shape[2 + axis] - planes + 1             # first slice of each group of planes
+        if count >= positions and planes == 1:   # all slices: no draw needed
             picked = fake
         else:
-            chosen = torch.randperm(size, generator=self.torch_rng)[:count].to(fake.device)
-            picked = fake.index_select(2 + axis, chosen)          # (B, C, ..S.., ...)
-        picked = picked.movedim(2 + axis, 1)                       # (B, S, C, P, P)
+            first = (torch.arange(positions) if count >= positions
+                     else torch.randperm(positions, generator=self.torch_rng)[:count])
+            chosen = (first[:, None] + torch.arange(planes)).flatten().to(fake.device)
+            picked = fake.index_select(2 + axis, chosen)          # (B, C, ..S x planes.., ...)
+        picked = picked.movedim(2 + axis, 1)                       # (B, S x planes, C, P, P)
+        picked = picked.reshape(picked.shape[0], -1, planes * picked.shape[2], *picked.shape[3:])
         count = picked.shape[1]
         images = picked.reshape(-1, *picked.shape[2:])
         return images, attrs.repeat_interleave(count, 0), np.repeat(dataset_index, count)
@@ -434,7 +441,7 @@ class Run:
             offsets = torch.randint(per_volume, (count,), generator=self.torch_rng)
             chosen = (torch.arange(count) % volumes) * per_volume + offsets
         real = self.data.sample(slice_dataset[chosen.numpy()], axis, self.rng, self.train_config.augment,
-                                self.train_config.patch_edges)
+                                self.train_config.patch_edges, self.model_config.critic_planes)
         rows = torch.from_numpy(self.share.real_rows)
         local = (chosen[rows] - self.share.volumes.start * (total // self.train_config.batch_size))
         local = local.to(fake_slices.device)          # into this process's fake slices
@@ -720,6 +727,9 @@ def _train(ranks: Ranks, datasets, run_dir: Path, preset_name, image_type, voxel
     model_fields, train_fields = preset(preset_name, **overrides)
     # Validate the data before anything is written, so a bad file leaves no half-made run behind.
     data = load_training_data(datasets, image_type=image_type, patch_size=model_fields["patch_size"])
+    if model_fields.get("critic_planes", 1) != 1 and any(kind != "stack" for kind in data._kinds):
+        raise ValueError("critic_planes 3 shows the critics each slice with its neighbours, which only 3D stacks "
+                         "have; train on 3D stacks, or leave critic_planes at 1 for 2D images.")
     # From the values as given: data.attrs is float32, and 0.2 rounded to float32 lies above 0.2, so a
     # float32-based range would call the trained value 0.2 "outside the trained range".
     given = np.array([[float(d.attrs[n]) for n in data.attribute_names] for d in datasets]).reshape(len(datasets), -1)

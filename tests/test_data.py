@@ -233,6 +233,27 @@ def test_sample_picks_the_requested_datasets(tmp_path):
     assert levels == [{50, 100}, {10, 200}, {50, 100}]
 
 
+def test_sample_with_planes_gives_each_patch_its_two_neighbouring_slices(tmp_path):
+    # slice z of the stack is phase z % 3 everywhere, so each plane's phase says which slice it came from
+    stack = np.broadcast_to((np.arange(12) % 3).astype(np.uint8)[:, None, None], (12, 12, 12)).copy()
+    data = load_one(tmp_path, stack, patch_size=8)
+    batch = data.sample(np.zeros(50, int), 0, np.random.default_rng(0), augment=True, edges="mirror", planes=3)
+    assert batch.shape == (50, 9, 8, 8)
+    phases = batch.reshape(50, 3, 3, 8, 8).argmax(dim=2)            # (patch, plane, P, P)
+    first = phases[:, 0, 0, 0]
+    for plane in range(3):                                            # consecutive slices, in order, whole planes
+        assert torch.equal(phases[:, plane], ((first + plane) % 3)[:, None, None].expand(-1, 8, 8))
+    assert len(set(first.tolist())) == 3                              # positions vary
+    # along another axis each plane is a cut across the slices: the same pattern, moved by one
+    across = data.sample(np.zeros(5, int), 2, np.random.default_rng(1), planes=3).reshape(5, 3, 3, 8, 8)
+    assert torch.equal(across[:, 0], across[:, 1]) and torch.equal(across[:, 1], across[:, 2])
+    with pytest.raises(ValueError, match="3D stacks only"):
+        load_one(tmp_path, labels_2d((16, 16)), patch_size=8, name="flat.npy").sample(
+            np.array([0]), 0, np.random.default_rng(0), planes=3)
+    with pytest.raises(ValueError, match="planes must be 1"):
+        data.sample(np.array([0]), 0, np.random.default_rng(0), planes=2)
+
+
 def test_sample_rejects_bad_arguments(tmp_path):
     data = load_one(tmp_path, labels_2d((16, 16)), patch_size=8)
     with pytest.raises(ValueError, match="axis must be 0, 1 or 2"):

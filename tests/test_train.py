@@ -351,6 +351,38 @@ def test_real_patches_and_penalty_pairs_follow_batch_size_and_match_their_fake_s
         assert volumes == {0, 1, 2, 3}
 
 
+def test_critic_planes_show_the_critics_each_slice_with_its_neighbours_real_and_fake(tmp_path):
+    run = _run(_skewed_specs(tmp_path), tmp_path, batch_size=2, slices_per_axis=5, critic_planes=3, n_channels=2)
+    assert (run.slices_per_axis, run.generator_slices_per_axis) == (5, 5)
+    channels = run.model_config.n_channels
+    assert run.critics[0].convs[0].in_channels == 3 * channels + 1         # 3 planes of C phases + alpha
+    # a fake "volume" whose value is its slice index along the axis shows which slices each group holds
+    fake = torch.arange(32.0)[None, None, :, None, None].expand(2, channels, 32, 32, 32)
+    for axis in range(3):
+        moved = fake.movedim(2, 2 + axis)
+        images, _, _ = run.slices(moved, torch.zeros(2, 1), np.array([0, 1]), axis, 5)
+        assert images.shape == (10, 3 * channels, 32, 32)                 # 2 volumes x 5 groups, 3 x C channels
+        first = images[:, 0].flatten(1)[:, 0]
+        for plane in range(3):                                             # consecutive slices, plane-major
+            assert torch.equal(images[:, channels * plane].flatten(1)[:, 0], first + plane)
+        everything, _, _ = run.slices(moved, torch.zeros(2, 1), np.array([0, 1]), axis, 64)
+        assert everything.shape[0] == 2 * 30                               # every slice with both neighbours
+    dataset_index, attrs, fake = run.fake_batch(grad=False)
+    fake_slices, slice_attrs, slice_dataset = run.slices(fake, attrs, dataset_index, 0, run.slices_per_axis)
+    real, _, paired = run.real_batch(fake_slices, slice_attrs, slice_dataset, 0)
+    assert real.shape[1:] == paired.shape[1:] == (3 * channels, 32, 32)
+    assert run.critics[0](real, attrs[:1].expand(len(real), -1)).shape == (len(real),)
+    # a 2D image has no neighbouring slices: refused before the run is written
+    image = tmp_path / "flat.npy"
+    np.save(image, np.random.default_rng(0).integers(0, 2, (40, 40)).astype(np.uint8))
+    with pytest.raises(ValueError, match="only 3D stacks"):
+        train([DatasetSpec((str(image),), {"alpha": 0.2})], tmp_path / "flat_run", preset_name="tiny", critic_planes=3)
+    assert not (tmp_path / "flat_run").exists()
+    run_dir = train(_skewed_specs(tmp_path), tmp_path / "run3", preset_name="tiny", steps=2, critic_planes=3)
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+    assert load_model(run_dir / "model").generate({"alpha": ALPHAS[0]}, seed=0, shape=(32, 32, 32)).shape == (32, 32, 32)
+
+
 def test_one_real_patch_per_fake_slice_is_still_possible_and_settings_are_validated(tmp_path):
     run = _run(_skewed_specs(tmp_path), tmp_path, batch_size=2, slices_per_axis=4, real_patches_per_axis=100,
                penalty_pairs_per_axis=3, generator_slices_per_axis=32)
