@@ -79,6 +79,10 @@ RECIPES["v5"] = _v3_then(6000, 10.0)
 # v6, shipped: v5's penalty three times stronger at alpha 0.15 (30 down to 2 at 0.6) for 1,000 steps
 # instead of 1,500 (the raw generator reaches its level within ~400 steps; the recipe then fits in ~60 minutes).
 RECIPES["v6"] = _v3_then(5500, 30.0)
+# Not shipped, a screen (issue "Grain-size distributions"): v6 with critics that see each slice with its two
+# neighbours (critic_planes 3; the data are 3D stacks), threads as the machine allows.
+RECIPES["v6-planes"] = {"overrides": {**RECIPES["v6"]["overrides"], "critic_planes": 3, "threads": "auto"},
+                        "schedule": RECIPES["v6"]["schedule"]}
 # The paper's widths (G 512-256-128-64, critic 64-128-256-512), batch 8, 5 critic steps, lr 1e-4 and all 64
 # slices per axis for critic and generator, with this recipe's conditional critic, normalised code, upsample
 # output, weight average and jitter schedule (the seed's unconditional critic does not steer). For a GPU.
