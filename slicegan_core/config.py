@@ -218,8 +218,9 @@ class TrainConfig:
     # Steps over which the island penalty's weight rises linearly from 0 to full; 0 = full from the start.
     # A freshly initialised generator's output is all speckle, and a strong penalty on it can outweigh the
     # critics and settle the generator on stripes that have no islands (the slice count at weight 30 from
-    # step 0 did so on the SOFC anode; docs/real-micrographs.md).
-    island_warmup: int = 0
+    # step 0 did so on the SOFC anode; docs/real-micrographs.md). None = automatic: ISLAND_WARMUP_SLICES
+    # steps with island_view "slices", 0 with "3d" (which never did so in any measured case).
+    island_warmup: int | None = None
     # Weight of train.fraction_error (each fake volume's phase fractions against its training image's,
     # relative to them) in the generator's loss; n-phase only. None = automatic: RARE_PHASE_WEIGHT when a phase
     # covers less than RARE_PHASE_SHARE of a training image (the critics alone let such a phase vanish), else
@@ -258,13 +259,13 @@ class TrainConfig:
             _check_range(name, getattr(self, name), 0, low_open=True)
         for name in ("beta1", "beta2", "ema_decay"):
             _check_range(name, getattr(self, name), 0, 1, high_open=True)
-        for name in ("gp_lambda", "attr_jitter", "fidelity_seeds", "island_warmup"):
+        for name in ("gp_lambda", "attr_jitter", "fidelity_seeds"):
             _check_range(name, getattr(self, name), 0)
         if isinstance(self.threads, str) and self.threads != "auto":
             raise ValueError(f"threads must be 'auto' or a number of threads (got {self.threads!r}).")
         if not isinstance(self.threads, str):
             _check_range("threads", self.threads, 0, 1024)
-        for name in ("island_penalty", "island_penalty_high", "fraction_penalty"):
+        for name in ("island_penalty", "island_penalty_high", "fraction_penalty", "island_warmup"):
             if getattr(self, name) is not None:
                 _check_range(name, getattr(self, name), 0)
         _check_range("island_max_voxels", self.island_max_voxels, 1, 7)

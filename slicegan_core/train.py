@@ -144,6 +144,7 @@ def fraction_weight(setting: float | None, fractions: list[dict]) -> tuple[float
 # The automatic island penalty (docs/real-micrographs.md, "The automatic island penalty"):
 ISLAND_WEIGHT = 10.0       # its full weight, island_view "3d"
 ISLAND_WEIGHT_SLICES = 30.0  # its full weight, island_view "slices" (its own count: one-pixel islands of slices)
+ISLAND_WARMUP_SLICES = 1000  # steps the slice count's weight ramps in over (island_warmup None)
 ISLAND_SPARSE = 1_000.0    # small 2D islands per million pixels of a phase at or below which it gets the full weight
 ISLAND_DENSE = 10_000.0    # at or above which it gets none (the data is full of real small features)
 
@@ -383,7 +384,10 @@ class Run:
         trained range (island_penalty at the bottom, island_penalty_high at the top), ramped in over the
         first ``island_warmup`` steps."""
         cfg = self.train_config
-        ramp = min(1.0, (self.step + 1) / cfg.island_warmup) if cfg.island_warmup else 1.0
+        warmup = cfg.island_warmup
+        if warmup is None:
+            warmup = ISLAND_WARMUP_SLICES if cfg.island_view == "slices" else 0
+        ramp = min(1.0, (self.step + 1) / warmup) if warmup else 1.0
         if cfg.island_penalty is None:     # automatic: the weights are per phase (island_phase_weights)
             return torch.full((attrs.shape[0],), ramp, device=attrs.device)
         low_weight = torch.full((attrs.shape[0],), float(cfg.island_penalty), device=attrs.device)

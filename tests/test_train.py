@@ -504,6 +504,11 @@ def test_island_penalty_weight_follows_the_attribute_between_low_and_high(tmp_pa
     automatic.train_config = dataclasses.replace(automatic.train_config, island_penalty=None)   # per phase
     automatic.step = 4
     assert automatic.island_weights(attrs).tolist() == pytest.approx([0.5] * 4)
+    # left at None: ramped in over ISLAND_WARMUP_SLICES steps with the slice count, full at once with the 3D one
+    assert uniform.train_config.island_warmup is None
+    sliced = _run(_skewed_specs(tmp_path), tmp_path, island_penalty=8.0, island_view="slices")
+    sliced.step = train_module.ISLAND_WARMUP_SLICES // 2 - 1
+    assert sliced.island_weights(attrs).tolist() == pytest.approx([4.0] * 4)
     from slicegan_core.config import TrainConfig
     with pytest.raises(ValueError, match="island_warmup"):
         TrainConfig(island_warmup=-1)
