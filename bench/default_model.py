@@ -157,6 +157,8 @@ def main(argv=None):
                       **{**recipe["overrides"], **changes, "steps": end})
             elif checkpoint_step(run) < end:
                 resume(run, steps=end, **changes)   # changes: training settings from the checkpoint on
+            else:
+                continue                           # a stage done before: its status is not this call's
             if json.loads((run / "status.json").read_text())["state"] != "finished":
                 return                             # stopped (SIGTERM): run the same command again to go on
     else:
