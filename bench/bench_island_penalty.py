@@ -1,5 +1,4 @@
-"""Time the island penalty (``train.expected_islands`` / ``train.expected_speck_voxels``), forward and backward,
-on one generator step's fake batch of the ``cpu`` preset: softmax(logits / 4) of (4, 3, 64, 64, 64) logits.
+"""Time the island penalty (``train.island_count``), forward and backward, on one generator step's fake batch of the ``cpu`` preset: softmax(logits / 4) of (4, 3, 64, 64, 64) logits.
 
 Run: ``.venv/bin/python bench/bench_island_penalty.py [--threads 2] [--repeats 5]``. Prints the median seconds
 per call for each counting mode; a training step of the ``cpu`` preset takes ~0.6 s without the penalty on 2
@@ -13,7 +12,8 @@ import time
 
 import torch
 
-from slicegan_core.train import expected_islands, expected_speck_voxels
+from slicegan_core.config import TrainConfig
+from slicegan_core.train import island_count
 
 MODES = {  # name -> (island_max_voxels, island_view)
     "single voxels, 3d (cpu preset)": (1, "3d"),
@@ -25,16 +25,12 @@ MODES = {  # name -> (island_max_voxels, island_view)
 
 def time_mode(logits: torch.Tensor, max_voxels: int, view: str, repeats: int) -> float:
     weights = torch.ones(logits.shape[1])
+    settings = TrainConfig(island_max_voxels=max_voxels, island_view=view, island_temperature=4.0)
     times = []
     for attempt in range(repeats + 1):               # the first call warms the allocator up and is dropped
         x = logits.detach().requires_grad_(True)
         started = time.perf_counter()
-        probabilities = torch.softmax(x / 4, dim=1)
-        if max_voxels >= 3:
-            count = expected_speck_voxels(probabilities, max_voxels, weights)
-        else:
-            count = expected_islands(probabilities, max_voxels, weights, view)
-        count.mean().backward()
+        island_count(x, settings, weights).mean().backward()
         if attempt:
             times.append(time.perf_counter() - started)
     return statistics.median(times)

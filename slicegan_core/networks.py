@@ -149,8 +149,8 @@ def _upsample_logits(logits: torch.Tensor) -> torch.Tensor:
 
 
 class Critic(nn.Module):
-    """2D WGAN critic on (B, C, P, P) slices (C x critic_planes channels: a slice and its neighbours): Conv2d stack (kernel 4, stride 2, padding 1), then a kernel-4 conv
-    to one score per image.
+    """2D WGAN critic on (B, C x critic_planes, P, P) slices (with critic_planes 3 a slice's two neighbours come
+    as extra channels): Conv2d stack (kernel 4, stride 2, padding 1), then a kernel-4 conv to one score per image.
 
     Conditioning on the attributes (the seed's critic never saw them, so nothing tied alpha=0.15 to the 0.15
     data): ``"channel"`` appends the normalised attributes as constant input planes; ``"projection"`` adds

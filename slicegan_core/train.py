@@ -389,13 +389,14 @@ class Run:
             warmup = ISLAND_WARMUP_SLICES if cfg.island_view == "slices" else 0
         ramp = min(1.0, (self.step + 1) / warmup) if warmup else 1.0
         if cfg.island_penalty is None:     # automatic: the weights are per phase (island_phase_weights)
-            return torch.full((attrs.shape[0],), ramp, device=attrs.device)
-        low_weight = torch.full((attrs.shape[0],), float(cfg.island_penalty), device=attrs.device)
-        if cfg.island_penalty_high is None or attrs.shape[1] == 0:
-            return ramp * low_weight
-        low, high = self.model_config.attribute_ranges[0]
-        place = ((attrs[:, 0].float() - low) / (high - low) if high > low else attrs[:, 0] * 0).clamp(0, 1)
-        return ramp * (low_weight + (cfg.island_penalty_high - cfg.island_penalty) * place)
+            weight = torch.ones((attrs.shape[0],), device=attrs.device)
+        else:
+            weight = torch.full((attrs.shape[0],), float(cfg.island_penalty), device=attrs.device)
+            if cfg.island_penalty_high is not None and attrs.shape[1] > 0:
+                low, high = self.model_config.attribute_ranges[0]
+                place = ((attrs[:, 0].float() - low) / (high - low) if high > low else attrs[:, 0] * 0).clamp(0, 1)
+                weight = weight + (cfg.island_penalty_high - cfg.island_penalty) * place
+        return ramp * weight
 
     @torch.no_grad()
     def update_average(self):
