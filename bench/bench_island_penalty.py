@@ -1,4 +1,5 @@
-"""Time the island penalty (``train.island_count``), forward and backward, on one generator step's fake batch of the ``cpu`` preset: softmax(logits / 4) of (4, 3, 64, 64, 64) logits.
+"""Time the island penalty (``train.island_count``), forward and backward, on one generator step's fake batch
+of the ``cpu`` preset: softmax(logits / 4) of (4, 3, 64, 64, 64) logits.
 
 Run: ``.venv/bin/python bench/bench_island_penalty.py [--threads 2] [--repeats 5]``. Prints the median seconds
 per call for each counting mode; a training step of the ``cpu`` preset takes ~0.6 s without the penalty on 2
