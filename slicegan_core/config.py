@@ -221,6 +221,12 @@ class TrainConfig:
     # step 0 did so on the SOFC anode; docs/real-micrographs.md). None = automatic: ISLAND_WARMUP_SLICES
     # steps with island_view "slices", 0 with "3d" (which never did so in any measured case).
     island_warmup: int | None = None
+    # Closed loop on the island penalty: at every checkpoint the run measures the current generator's small 2D
+    # islands per phase as the fidelity monitor does (slicegan_core.fidelity) and multiplies that phase's
+    # weight by train.ISLAND_FEEDBACK_STEP while they are above the middle of its allowance, or divides it while
+    # they are below the training image's own (the penalty is then erasing real small features); within
+    # train.ISLAND_FEEDBACK_RANGE of its starting weight. Needs fidelity_seeds >= 1; no effect when the penalty is off.
+    island_feedback: bool = False
     # Weight of train.fraction_error (each fake volume's phase fractions against its training image's,
     # relative to them) in the generator's loss; n-phase only. None = automatic: RARE_PHASE_WEIGHT when a phase
     # covers less than RARE_PHASE_SHARE of a training image (the critics alone let such a phase vanish), else
@@ -269,6 +275,9 @@ class TrainConfig:
             if getattr(self, name) is not None:
                 _check_range(name, getattr(self, name), 0)
         _check_range("island_max_voxels", self.island_max_voxels, 1, 7)
+        if self.island_feedback and not self.fidelity_seeds:
+            raise ValueError("island_feedback reads the fidelity monitor's island counts; set fidelity_seeds to 1 "
+                             "or more, or island_feedback to false.")
         if self.patch_edges not in ("inside", "mirror"):
             raise ValueError(f"patch_edges must be \"inside\" or \"mirror\", got {self.patch_edges!r}.")
         if self.island_view not in ("3d", "slices"):

@@ -111,6 +111,7 @@ def _train_loop(run: "Run") -> str:
                     eta_s=sec_per_step * (cfg.steps - run.step))
         if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps:
             run.checkpoint()
+            run.share_island_scales()
     return "finished"
 
 
@@ -161,6 +162,36 @@ def island_phase_weights(densities: dict[int, float], phase_values, full_weight:
         place = math.log(max(density, ISLAND_SPARSE) / ISLAND_SPARSE) / math.log(ISLAND_DENSE / ISLAND_SPARSE)
         weights.append(full_weight * max(0.0, 1.0 - place))
     return weights
+
+
+ISLAND_FEEDBACK_STEP = 1.25          # island_feedback: factor per checkpoint on a phase's weight
+ISLAND_FEEDBACK_RANGE = (0.125, 8.0)  # ... within this range of its starting weight
+ISLAND_FEEDBACK_TARGET = 0.5         # raise while islands are above this place between training (0) and allowance (1)
+
+
+def island_feedback(scales: list[float], card_: dict, phase_values) -> list[float]:
+    """island_feedback's step: each phase's weight factor after one fidelity card of the current generator.
+
+    A phase's place is (generated - training) / (allowance - training) small islands, the worst (highest) over
+    the card's datasets: above ISLAND_FEEDBACK_TARGET the factor grows by ISLAND_FEEDBACK_STEP, below 0 (fewer
+    than the training images have) it shrinks by it, else it holds; clamped to ISLAND_FEEDBACK_RANGE. A phase
+    the card could not measure (absent from the generated slices) holds.
+    """
+    low, high = ISLAND_FEEDBACK_RANGE
+    updated = []
+    for scale, value in zip(scales, phase_values):
+        places = []
+        for dataset in card_.get("datasets", []):
+            entry = dataset.get("phases", {}).get(str(int(value)), {}).get("islands") or {}
+            generated, training, allowance = (entry.get(k) for k in ("generated", "training", "allowance"))
+            if None not in (generated, training, allowance) and allowance > training:
+                places.append((generated - training) / (allowance - training))
+        if places and max(places) > ISLAND_FEEDBACK_TARGET:
+            scale *= ISLAND_FEEDBACK_STEP
+        elif places and max(places) < 0:
+            scale /= ISLAND_FEEDBACK_STEP
+        updated.append(float(min(high, max(low, scale))))
+    return updated
 
 
 def expected_islands(probabilities: torch.Tensor, max_voxels: int = 1,
@@ -339,6 +370,10 @@ class Run:
                 weights = [1.0 if tc.island_penalty or tc.island_penalty_high else 0.0] * len(self.data.phase_values)
             if any(weights):
                 self.island_phase_weights = torch.tensor(weights, device=self.device)
+        # island_feedback's factor per phase on the weights above (None when off); kept in the checkpoint.
+        self.island_base_weights = self.island_phase_weights
+        self.island_scales = (None if self.island_phase_weights is None or not tc.island_feedback
+                              else [1.0] * len(self.data.phase_values))
         # (datasets, C): each training image's phase fractions in channel order, the penalty's targets
         self.target_fractions = torch.tensor([[shares.get(v, 0.0) for v in self.data.phase_values]
                                               for shares in fractions], device=self.device)
@@ -384,9 +419,7 @@ class Run:
         trained range (island_penalty at the bottom, island_penalty_high at the top), ramped in over the
         first ``island_warmup`` steps."""
         cfg = self.train_config
-        warmup = cfg.island_warmup
-        if warmup is None:
-            warmup = ISLAND_WARMUP_SLICES if cfg.island_view == "slices" else 0
+        warmup = self.island_warmup_steps()
         ramp = min(1.0, (self.step + 1) / warmup) if warmup else 1.0
         if cfg.island_penalty is None:     # automatic: the weights are per phase (island_phase_weights)
             weight = torch.ones((attrs.shape[0],), device=attrs.device)
@@ -397,6 +430,13 @@ class Run:
                 place = ((attrs[:, 0].float() - low) / (high - low) if high > low else attrs[:, 0] * 0).clamp(0, 1)
                 weight = weight + (cfg.island_penalty_high - cfg.island_penalty) * place
         return ramp * weight
+
+    def island_warmup_steps(self) -> int:
+        """Steps over which the island penalty ramps in (island_warmup, or its automatic value)."""
+        warmup = self.train_config.island_warmup
+        if warmup is None:
+            warmup = ISLAND_WARMUP_SLICES if self.train_config.island_view == "slices" else 0
+        return warmup
 
     @torch.no_grad()
     def update_average(self):
@@ -490,11 +530,13 @@ class Run:
         tensors.update(opt_g_tensors)
         tensors.update(opt_d_tensors)
         tensors["rng.torch"] = self.torch_rng.get_state()
+        # Measured before the save, so that the checkpoint holds island_feedback's weights after this step's
+        # measurement (a resume truncates fidelity.jsonl to the checkpoint's step).
+        self.measure_fidelity()
         meta = {"step": self.step, "elapsed_s": self.elapsed(), "package_version": __version__,
                 "config": self.config, "processes": self.ranks.size, "opt_g": opt_g_meta, "opt_d": opt_d_meta,
-                "rng_numpy": self.rng.bit_generator.state}
+                "rng_numpy": self.rng.bit_generator.state, "island_scales": self.island_scales}
         save_tensors(self.dir / "checkpoint.safetensors", tensors, meta)
-        self.measure_fidelity()
         if self.exports_now():
             self.export_model(self.dir / "model")
         self.write_samples()
@@ -531,6 +573,12 @@ class Run:
         if isinstance(elapsed, bool) or not isinstance(elapsed, (int, float)) or not math.isfinite(elapsed):
             raise ValueError(f"its elapsed time is {elapsed!r}")
         self.step, self.elapsed_before = step, float(elapsed)
+        scales = meta.get("island_scales")
+        if self.island_scales is not None and scales is not None:
+            if (not isinstance(scales, list) or len(scales) != len(self.island_scales)
+                    or not all(isinstance(x, (int, float)) and 0 < x < math.inf for x in scales)):
+                raise ValueError(f"its island_scales {str(scales)[:80]} are not one positive number per phase")
+            self.set_island_scales(scales)
 
     def measure_fidelity(self):
         """The fidelity verdict of the averaged generator now (slicegan_core.fidelity): appended to
@@ -540,9 +588,30 @@ class Run:
             return
         card = fidelity.card(_GeneratorView(self), self.data, step=self.step, seeds=self.train_config.fidelity_seeds)
         self.fidelity = card
+        event, line = fidelity.series_event(card), fidelity.summary_line(card)
+        if self.island_scales is not None and self.step >= self.island_warmup_steps():
+            # Not while the penalty ramps in (the factors would wind up against a weight not yet applied).
+            # The loop reads the generator being trained, not the average, which lags it by ~1 / (1 - ema_decay)
+            # steps: a controller on the average would keep pushing long after the generator has moved.
+            current = fidelity.card(_GeneratorView(self, averaged=False), self.data, step=self.step, seeds=1)
+            self.set_island_scales(island_feedback(self.island_scales, current, self.data.phase_values))
+            factors = [round(x, 4) for x in self.island_scales]
+            event["island_factors"] = dict(zip((str(int(v)) for v in self.data.phase_values), factors))
+            line += "; island penalty x " + ", ".join(f"{x:.3g}" for x in factors) + " (island_feedback)"
         with open(self.dir / "fidelity.jsonl", "a") as f:
-            f.write(json.dumps(fidelity.series_event(card)) + "\n")
-        print(f"step {self.step}: {fidelity.summary_line(card)}", flush=True)
+            f.write(json.dumps(event) + "\n")
+        print(f"step {self.step}: {line}", flush=True)
+
+    def set_island_scales(self, scales: list[float]):
+        """island_feedback's factors per phase: the penalty's weights become the starting weights x these."""
+        self.island_scales = [float(x) for x in scales]
+        self.island_phase_weights = self.island_base_weights * torch.tensor(self.island_scales,
+                                                                            device=self.device)
+
+    def share_island_scales(self):
+        """Rank 0's island_feedback factors on every rank (they are measured where the checkpoint is written)."""
+        if self.island_scales is not None and self.ranks.size > 1:
+            self.set_island_scales(self.ranks.from_main(lambda: self.island_scales))
 
     def exports_now(self) -> bool:
         """Whether this checkpoint becomes model/: always, unless export_best keeps an exported model whose
@@ -618,11 +687,12 @@ class Run:
 
 
 class _GeneratorView:
-    """The run's averaged generator seen as a model for :func:`fidelity.card`: ``generate(attrs, seed, shape)``
+    """The run's averaged generator (or with ``averaged`` False the one being trained) seen as a model for :func:`fidelity.card`: ``generate(attrs, seed, shape)``
     -> (D, H, W) phase values, from the noise of the sample images (a fixed seed per volume)."""
 
-    def __init__(self, run: "Run"):
+    def __init__(self, run: "Run", averaged: bool = True):
         self.run = run
+        self.module = run.G_average if averaged else run.G
 
     @torch.no_grad()
     def generate(self, attrs: dict, seed: int, shape) -> np.ndarray:
@@ -631,12 +701,12 @@ class _GeneratorView:
         z = torch.randn((1, mc.z_channels, side, side, side),
                         generator=torch.Generator().manual_seed(SAMPLE_SEED + seed)).to(run.device)
         row = torch.tensor([[attrs[n] for n in mc.attribute_names]], dtype=torch.float32, device=run.device)
-        was_training = run.G_average.training
-        run.G_average.eval()
+        was_training = self.module.training
+        self.module.eval()
         try:
-            out = run.G_average(z, row)[0].float()
+            out = self.module(z, row)[0].float()
         finally:
-            run.G_average.train(was_training)
+            self.module.train(was_training)
         index = _argmax_channels(out).cpu().numpy()[:shape[0], :shape[1], :shape[2]]
         return np.asarray(run.data.phase_values)[index]
 
@@ -831,6 +901,7 @@ def _claim_for_resume(run_dir: Path, steps, changes: dict, held: contextlib.Exit
     if changes:
         atomic_write_text(run_dir / "config.json", json.dumps(config, indent=2))
     _truncate_events(run_dir / "events.jsonl", run.step)
+    _truncate_events(run_dir / "fidelity.jsonl", run.step)
     return run, config
 
 

@@ -651,3 +651,50 @@ def test_patch_edges_mirror_reaches_the_real_patches_of_a_run(tmp_path, monkeypa
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
     assert seen and set(seen) == {"mirror"}
     assert json.loads((run_dir / "config.json").read_text())["train"]["patch_edges"] == "mirror"
+
+
+def _islands_card(*per_dataset):
+    """A fidelity card holding only island entries: per dataset, phase value -> (generated, training)."""
+    return {"datasets": [{"phases": {str(value): {"islands": {"generated": generated, "training": training,
+                                                              "allowance": 1.5 * training + 20}}
+                                     for value, (generated, training) in phases.items()}}
+                         for phases in per_dataset]}
+
+
+def test_island_feedback_raises_a_phase_above_mid_allowance_lowers_one_below_its_image_and_holds_between():
+    step = train_module.ISLAND_FEEDBACK_STEP
+    low, high = train_module.ISLAND_FEEDBACK_RANGE
+    # training 100 -> allowance 170, middle 135
+    card_ = _islands_card({0: (150, 100), 1: (90, 100), 2: (120, 100), 3: (None, 100)})
+    assert train_module.island_feedback([1.0] * 4, card_, [0, 1, 2, 3]) == pytest.approx([step, 1 / step, 1, 1])
+    # the worst dataset decides: one dataset above the middle raises the phase even if another is below
+    two = _islands_card({0: (90, 100)}, {0: (160, 100)})
+    assert train_module.island_feedback([1.0], two, [0]) == pytest.approx([step])
+    # clamped to the range
+    assert train_module.island_feedback([high, low], _islands_card({0: (500, 100), 1: (0, 100)}), [0, 1]) == \
+        pytest.approx([high, low])
+
+
+def test_island_feedback_moves_the_weights_is_logged_and_survives_a_resume(tmp_path):
+    from slicegan_core.config import TrainConfig
+    with pytest.raises(ValueError, match="fidelity_seeds"):
+        TrainConfig(island_feedback=True, fidelity_seeds=0)
+    run_dir = train(_skewed_specs(tmp_path), tmp_path / "run", preset_name="tiny", steps=10, island_penalty=4.0,
+                    island_feedback=True)
+    series = [json.loads(line) for line in (run_dir / "fidelity.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in series] == [5, 10]
+    factors = [e["island_factors"] for e in series]
+    assert all(set(f) == {"0", "1"} for f in factors)
+    one_step = {round(train_module.ISLAND_FEEDBACK_STEP ** k, 4) for k in range(-1, 2)}
+    assert all(f in one_step for f in factors[0].values())      # at most one step from 1 after the first checkpoint
+    tensors, meta = train_module.load_tensors(run_dir / "checkpoint.safetensors")
+    assert [round(s, 4) for s in meta["island_scales"]] == list(factors[-1].values())
+    # a resume starts from the checkpoint's factors and drops no and duplicates no series line
+    run = train_module.Run(run_dir, json.loads((run_dir / "config.json").read_text()))
+    run.restore()
+    assert run.island_phase_weights.tolist() == pytest.approx(list(factors[-1].values()), abs=1e-4)
+    resume(run_dir, steps=15)
+    assert [json.loads(line)["step"] for line in (run_dir / "fidelity.jsonl").read_text().splitlines()] == [5, 10, 15]
+    # off by default: no factors, nothing in the series
+    plain = _run(_skewed_specs(tmp_path), tmp_path, island_penalty=4.0)
+    assert plain.island_scales is None
