@@ -664,11 +664,12 @@ def _islands_card(*per_dataset):
 def test_island_feedback_raises_a_phase_above_mid_allowance_lowers_one_below_its_image_and_holds_between():
     step = train_module.ISLAND_FEEDBACK_STEP
     low, high = train_module.ISLAND_FEEDBACK_RANGE
-    # training 100 -> allowance 170, middle 135
-    card_ = _islands_card({0: (150, 100), 1: (90, 100), 2: (120, 100), 3: (None, 100)})
+    above = 100 + 70 * train_module.ISLAND_FEEDBACK_TARGET + 5     # training 100 -> allowance 170
+    card_ = _islands_card({0: (above, 100), 1: (90, 100), 2: (100, 100), 3: (None, 100)})
     assert train_module.island_feedback([1.0] * 4, card_, [0, 1, 2, 3]) == pytest.approx([step, 1 / step, 1, 1])
-    # the worst dataset decides: one dataset above the middle raises the phase even if another is below
-    two = _islands_card({0: (90, 100)}, {0: (160, 100)})
+    assert train_module.island_places(card_, [1, 2, 3]) == [pytest.approx(-10 / 70), 0.0, None]
+    # the worst dataset decides: one dataset above the target raises the phase even if another is below
+    two = _islands_card({0: (90, 100)}, {0: (above, 100)})
     assert train_module.island_feedback([1.0], two, [0]) == pytest.approx([step])
     # clamped to the range
     assert train_module.island_feedback([high, low], _islands_card({0: (500, 100), 1: (0, 100)}), [0, 1]) == \
@@ -684,7 +685,7 @@ def test_island_feedback_moves_the_weights_is_logged_and_survives_a_resume(tmp_p
     series = [json.loads(line) for line in (run_dir / "fidelity.jsonl").read_text().splitlines()]
     assert [e["step"] for e in series] == [5, 10]
     factors = [e["island_factors"] for e in series]
-    assert all(set(f) == {"0", "1"} for f in factors)
+    assert all(set(f) == {"0", "1"} and set(e["island_places"]) == {"0", "1"} for f, e in zip(factors, series))
     one_step = {round(train_module.ISLAND_FEEDBACK_STEP ** k, 4) for k in range(-1, 2)}
     assert all(f in one_step for f in factors[0].values())      # at most one step from 1 after the first checkpoint
     tensors, meta = train_module.load_tensors(run_dir / "checkpoint.safetensors")
