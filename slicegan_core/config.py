@@ -223,9 +223,10 @@ class TrainConfig:
     island_warmup: int | None = None
     # Closed loop on the island penalty: at every checkpoint the run measures the current generator's small 2D
     # islands per phase as the fidelity monitor does (slicegan_core.fidelity) and multiplies that phase's
-    # weight by train.ISLAND_FEEDBACK_STEP while they are above the middle of its allowance, or divides it while
-    # they are below the training image's own (the penalty is then erasing real small features); within
-    # train.ISLAND_FEEDBACK_RANGE of its starting weight. Needs fidelity_seeds >= 1; no effect when the penalty is off.
+    # weight by train.ISLAND_FEEDBACK_STEP while they are above its allowance, or divides it while they are
+    # below the training image's own (the penalty is then erasing real small features); within
+    # train.ISLAND_FEEDBACK_RANGE of its starting weight. Needs fidelity_seeds >= 1; no effect when the penalty
+    # is off. Off: it traded islands for surface on the SOFC anode (docs/real-micrographs.md).
     island_feedback: bool = False
     # Weight of train.fraction_error (each fake volume's phase fractions against its training image's,
     # relative to them) in the generator's loss; n-phase only. None = automatic: RARE_PHASE_WEIGHT when a phase

@@ -167,8 +167,8 @@ def island_phase_weights(densities: dict[int, float], phase_values, full_weight:
 ISLAND_FEEDBACK_STEP = 1.25          # island_feedback: factor per checkpoint on a phase's weight
 ISLAND_FEEDBACK_RANGE = (0.125, 8.0)  # ... within this range of its starting weight
 # Raise while islands are above this place between the training images' own (0) and the allowance (1). At 0.5
-# the SOFC anode's islands came within the allowance in every phase, and two phases coarsened (chords +10 and
-# +16 %): the current generator's islands run above the exported average's (docs/real-micrographs.md).
+# the SOFC anode's islands came within the allowance in every phase and two phases coarsened (chords +10 and
+# +16 %); at 1.0 its chords stayed within 8 % (docs/real-micrographs.md, "Island weights in a closed loop").
 ISLAND_FEEDBACK_TARGET = 1.0
 
 
@@ -702,8 +702,9 @@ class Run:
 
 
 class _GeneratorView:
-    """The run's averaged generator (or with ``averaged`` False the one being trained) seen as a model for :func:`fidelity.card`: ``generate(attrs, seed, shape)``
-    -> (D, H, W) phase values, from the noise of the sample images (a fixed seed per volume)."""
+    """The run's averaged generator (with ``averaged`` False: the one being trained) seen as a model for
+    :func:`fidelity.card`: ``generate(attrs, seed, shape)`` -> (D, H, W) phase values, from the noise of the
+    sample images (a fixed seed per volume)."""
 
     def __init__(self, run: "Run", averaged: bool = True):
         self.run = run
