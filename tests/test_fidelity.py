@@ -151,5 +151,14 @@ def test_a_failed_verdict_names_the_setting_that_moved_each_failed_statistic():
     generated = {**reference, "mean_chord": np.array([9.5, 8.0])}
     card = fidelity.finish_card([{"attrs": {}, **fidelity.compare(reference, generated, [0, 255])}], 3000, 1.0)
     assert [a.split(":")[0] for a in fidelity.remedies(card)] == ["Feature sizes (chords, perimeter, S2)"]
+    # Coarser than the image with fewer small islands than it (spheres' pores under the automatic penalty):
+    # the penalty is named; coarser with as many islands, or finer with fewer, is not its doing.
+    generated = {**reference, "mean_chord": np.array([9.5, 8.0]), "islands": np.array([40.0, 3000.0])}
+    card = fidelity.finish_card([{"attrs": {}, **fidelity.compare(reference, generated, [0, 255])}], 3000, 1.0)
+    advice = fidelity.remedies(card)
+    assert advice[0].startswith("Phase 0 comes out coarser") and "island_penalty=0.0" in advice[0]
+    generated = {**reference, "mean_chord": np.array([6.5, 8.0]), "islands": np.array([40.0, 3000.0])}
+    card = fidelity.finish_card([{"attrs": {}, **fidelity.compare(reference, generated, [0, 255])}], 3000, 1.0)
+    assert not any("island_penalty" in a for a in fidelity.remedies(card))
     card = fidelity.finish_card([{"attrs": {}, **fidelity.compare(reference, reference, [0, 255])}], 3000, 1.0)
     assert card["pass"] and fidelity.remedies(card) == []
