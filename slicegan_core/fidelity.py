@@ -297,7 +297,8 @@ def remedies(card_: dict) -> list[str]:
     if sparse:
         advice.append(f"Small islands in phase {', '.join(sparse)}, whose training images have few: "
                       "retrain with --set island_view='\"slices\"', which also penalises the one-pixel cut ends of "
-                      "thin features (docs/real-micrographs.md, \"The SOFC anode's small islands\").")
+                      "thin features (docs/real-micrographs.md, \"The SOFC anode's small islands\"); on a "
+                      "packing of spheres it made the pores coarser, so compare the chords afterwards.")
     # Spheres' pores came out too thick with fewer small islands than their slice: the automatic penalty was
     # erasing real small pockets, and without it their chord went from +14 % to +8 % of the truth's.
     erased = sorted({phase for d in card_.get("datasets", []) for phase, row in d.get("phases", {}).items()
