@@ -196,9 +196,14 @@ def island_feedback(scales: list[float], card_: dict, phase_values) -> list[floa
     than the training images have) it shrinks by it, else it holds; clamped to ISLAND_FEEDBACK_RANGE. A phase
     the card could not measure (absent from the generated slices) holds.
     """
+    return _feedback_step(scales, island_places(card_, phase_values))
+
+
+def _feedback_step(scales: list[float], places: list[float | None]) -> list[float]:
+    """island_feedback's step from the places island_places found."""
     low, high = ISLAND_FEEDBACK_RANGE
     updated = []
-    for scale, place in zip(scales, island_places(card_, phase_values)):
+    for scale, place in zip(scales, places):
         if place is not None and place > ISLAND_FEEDBACK_TARGET:
             scale *= ISLAND_FEEDBACK_STEP
         elif place is not None and place < 0:
@@ -607,12 +612,12 @@ class Run:
             # The loop reads the generator being trained, not the average, which lags it by ~1 / (1 - ema_decay)
             # steps: a controller on the average would keep pushing long after the generator has moved.
             current = fidelity.card(_GeneratorView(self, averaged=False), self.data, step=self.step, seeds=1)
-            self.set_island_scales(island_feedback(self.island_scales, current, self.data.phase_values))
+            places = island_places(current, self.data.phase_values)
+            self.set_island_scales(_feedback_step(self.island_scales, places))
             factors = [round(x, 4) for x in self.island_scales]
             names = [str(int(v)) for v in self.data.phase_values]
             event["island_factors"] = dict(zip(names, factors))
-            event["island_places"] = dict(zip(names, (None if p is None else round(p, 3)
-                                                      for p in island_places(current, self.data.phase_values))))
+            event["island_places"] = dict(zip(names, (None if p is None else round(p, 3) for p in places)))
             line += "; island penalty x " + ", ".join(f"{x:.3g}" for x in factors) + " (island_feedback)"
         with open(self.dir / "fidelity.jsonl", "a") as f:
             f.write(json.dumps(event) + "\n")
