@@ -142,20 +142,26 @@ def fraction_weight(setting: float | None, fractions: list[dict]) -> tuple[float
     return (RARE_PHASE_WEIGHT if rare else 0.0), rare
 
 
-# The automatic island penalty (docs/real-micrographs.md, "The automatic island penalty"):
+# The automatic island penalty (docs/real-micrographs.md, "The automatic island penalty" and "Defaults that fit
+# the data"):
 ISLAND_WEIGHT = 10.0       # its full weight, island_view "3d"
 ISLAND_WEIGHT_SLICES = 30.0  # its full weight, island_view "slices" (its own count: one-pixel islands of slices)
 ISLAND_WARMUP_SLICES = 1000  # steps the slice count's weight ramps in over (island_warmup None)
-ISLAND_SPARSE = 1_000.0    # small 2D islands per million pixels of a phase at or below which it gets the full weight
-ISLAND_DENSE = 10_000.0    # at or above which it gets none (the data is full of real small features)
+ISLAND_SPARSE = 500.0      # small 2D islands per million pixels of a phase at or below which it gets the full weight
+ISLAND_DENSE = 1_000.0     # at or above which it gets none, and no phase gets any (the data has real small features)
 
 
 def island_phase_weights(densities: dict[int, float], phase_values, full_weight: float = ISLAND_WEIGHT) -> list[float]:
     """The island penalty's automatic weight per phase (channel order) from the training images' own small 2D
     islands per million pixels of each phase (``TrainingData.island_densities``): ``full_weight`` up to
-    ISLAND_SPARSE, none from ISLAND_DENSE, falling linearly in log(density) between. Speckle is wrong where the
-    data has none (smooth particles, grains) and right where it is full of it (a fine phase), and the penalty
-    cannot tell a generator's speckle from real small features, so the data decides."""
+    ISLAND_SPARSE, falling linearly in log(density) to none at ISLAND_DENSE; and none for any phase once one
+    phase has ISLAND_DENSE or more. Speckle is wrong where the data has none (smooth particles, grains) and
+    right where it is full of it (a fine phase), and the penalty cannot tell a generator's speckle from real
+    small features, so the data decides. A phase's penalty also smooths the phases around its specks: on a
+    sphere packing whose pores hold real small pockets, the penalty on the solid phase alone kept the pores too
+    thick, so real small features in one phase turn it off for all."""
+    if any(densities.get(value, 0.0) >= ISLAND_DENSE for value in phase_values):
+        return [0.0] * len(list(phase_values))
     weights = []
     for value in phase_values:
         density = densities.get(value, 0.0)

@@ -146,7 +146,7 @@ def test_a_failed_verdict_names_the_setting_that_moved_each_failed_statistic():
     # A vanished phase (kept fails too): the fraction penalty, which keeps a rare phase.
     generated = {**reference, "vf": np.array([0.9, 0.1]), "islands": np.array([100.0, 3000.0])}
     card = fidelity.finish_card([{"attrs": {}, **fidelity.compare(reference, generated, [0, 255])}], 3000, 1.0)
-    assert "fraction_penalty=100" in fidelity.remedies(card)[0]
+    assert "fraction_penalty=3000" in fidelity.remedies(card)[0]
     # Chords off: train longer / on the stack; a passing card has no advice.
     generated = {**reference, "mean_chord": np.array([9.5, 8.0])}
     card = fidelity.finish_card([{"attrs": {}, **fidelity.compare(reference, generated, [0, 255])}], 3000, 1.0)

@@ -525,10 +525,15 @@ def test_island_penalty_weight_follows_the_attribute_between_low_and_high(tmp_pa
 
 def test_automatic_island_penalty_weighs_each_phase_by_the_speckle_its_training_image_has(tmp_path, capsys):
     # The weight per phase from its small 2D islands per million pixels of that phase: full at or below
-    # ISLAND_SPARSE, none at or above ISLAND_DENSE, log-linear between; a phase absent from the data gets full.
-    weights = train_module.island_phase_weights({0: 0.0, 1: 3_162.3, 2: 50_000.0}, [0, 1, 2, 3])
-    assert weights == pytest.approx([train_module.ISLAND_WEIGHT, train_module.ISLAND_WEIGHT / 2, 0.0,
-                                     train_module.ISLAND_WEIGHT], rel=1e-4)
+    # ISLAND_SPARSE, none at ISLAND_DENSE, log-linear between; a phase absent from the data gets full.
+    middle = (train_module.ISLAND_SPARSE * train_module.ISLAND_DENSE) ** 0.5
+    weights = train_module.island_phase_weights({0: 0.0, 1: middle, 2: train_module.ISLAND_SPARSE}, [0, 1, 2, 3])
+    assert weights == pytest.approx([train_module.ISLAND_WEIGHT, train_module.ISLAND_WEIGHT / 2,
+                                     train_module.ISLAND_WEIGHT, train_module.ISLAND_WEIGHT], rel=1e-4)
+    # One phase at ISLAND_DENSE or more (real small features, like a sphere packing's pockets) turns it off for
+    # every phase: a phase's penalty smooths its neighbours too.
+    assert train_module.island_phase_weights({0: 0.0, 1: middle, 2: 50_000.0}, [0, 1, 2, 3]) == [0.0] * 4
+    assert train_module.island_phase_weights({0: 0.0, 1: train_module.ISLAND_DENSE * 0.99}, [0, 1])[1] > 0
     # Per-phase weights in the expected count: phase 1's single-voxel island counts 3 times, phase 0's none.
     labels = np.zeros((1, 5, 5, 5), np.int64)
     labels[0, 2, 2, 2] = 1
@@ -552,11 +557,11 @@ def test_automatic_island_penalty_weighs_each_phase_by_the_speckle_its_training_
     both = _run([DatasetSpec(paths=(p,), attrs={"alpha": a}) for p, a in zip(paths, ALPHAS)], tmp_path / "b", "cpu")
     # 112 islands in 64^2 pixels, phase 1 covering (2048 + 112) / 4096 of it: the densest image decides
     assert both.island_densities[1] == pytest.approx(1e6 * 112 / 4096 / (2160 / 4096))
-    assert both.island_phase_weights.tolist() == pytest.approx([train_module.ISLAND_WEIGHT, 0.0])
+    assert both.island_phase_weights is None        # phase 1 is full of real small features: off for both
     # Counted on slices (island_view "slices"), the full weight is the slice count's own.
-    sliced = _run([DatasetSpec(paths=(p,), attrs={"alpha": a}) for p, a in zip(paths, ALPHAS)], tmp_path / "s",
-                  "cpu", island_view="slices")
-    assert sliced.island_phase_weights.tolist() == pytest.approx([train_module.ISLAND_WEIGHT_SLICES, 0.0])
+    sliced = _run([DatasetSpec(paths=(paths[0],), attrs={"alpha": ALPHAS[0]})], tmp_path / "s", "cpu",
+                  island_view="slices")
+    assert sliced.island_phase_weights.tolist() == pytest.approx([train_module.ISLAND_WEIGHT_SLICES] * 2)
     # A number weighs every phase alike (the default model's recipes); 0 is off.
     assert _run([DatasetSpec(paths=(paths[1],), attrs={"alpha": ALPHAS[0]})], tmp_path / "c",
                 island_penalty=4.0).island_phase_weights.tolist() == [1.0, 1.0]
@@ -566,7 +571,7 @@ def test_automatic_island_penalty_weighs_each_phase_by_the_speckle_its_training_
     # A rare phase (kept by the fraction penalty) turns the automatic island penalty off: it coarsened its specks.
     rare = np.zeros((64, 64), np.uint8)
     rare[:, 32:] = 1
-    rare[5:60:8, 5:60:8] = 2                                   # 49 one-pixel specks: 1.2 % of the image
+    rare[10:17, 10:17] = 2                                     # a 7 x 7 square: 1.2 % of the image
     np.save(tmp_path / "rare.npy", rare)
     rare_run = _run([DatasetSpec(paths=(str(tmp_path / "rare.npy"),), attrs={"alpha": ALPHAS[0]})], tmp_path / "e",
                     "cpu")
@@ -576,6 +581,7 @@ def test_automatic_island_penalty_weighs_each_phase_by_the_speckle_its_training_
     assert _run([DatasetSpec(paths=(str(tmp_path / "rare.npy"),), attrs={"alpha": ALPHAS[0]})], tmp_path / "f",
                 "cpu", fraction_penalty=0.0).island_phase_weights is not None
     assert preset("cpu")[1]["island_penalty"] is None       # what a user's run gets
+    assert preset("cpu")[1]["fraction_penalty"] > 0         # fractions held to the training image's
     assert preset("cpu")[1]["augment"] is True
     assert preset("cpu")[1]["patch_edges"] == "mirror"      # a small image's edges seen as often as its centre
     with pytest.raises(ValueError, match="island_penalty_high needs a number"):
@@ -587,7 +593,8 @@ def test_automatic_island_penalty_weighs_each_phase_by_the_speckle_its_training_
     assert json.loads((run_dir / "config.json").read_text())["train"]["island_penalty"] is None
     out = capsys.readouterr().out
     assert "small islands (<= 4 px) per million pixels of each phase in the training images: phase 0 0, " \
-           "phase 1 51,852; the island penalty weights phase 0 10, phase 1 0 (--set island_penalty=W" in out
+           "phase 1 51,852; the island penalty is off (the data is full of real small features) (--set " \
+           "island_penalty=W" in out
 
 
 def test_fraction_error_is_relative_to_each_phase_and_pulls_a_missing_phase_back(tmp_path):
