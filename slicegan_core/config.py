@@ -231,7 +231,7 @@ class TrainConfig:
     # Weight of train.fraction_error (each fake volume's phase fractions against its training image's,
     # relative to them) in the generator's loss; n-phase only. None = automatic: RARE_PHASE_WEIGHT when a phase
     # covers less than RARE_PHASE_SHARE of a training image (the critics alone let such a phase vanish), else
-    # off. 0 = off. The cpu preset sets FRACTION_WEIGHT_CPU.
+    # off. 0 = off. train.FRACTION_WEIGHT_FIT is what a fraction the critics alone miss needed.
     fraction_penalty: float | None = None
     # Show the critics each real patch turned by a random flip or quarter turn (isotropic data only;
     # TrainingData.sample): one small training image then offers 8 times as many distinct patches.
@@ -297,11 +297,6 @@ class TrainConfig:
                              "raise real_patches_per_axis or lower penalty_pairs_per_axis.")
 
 
-# The cpu preset's fraction penalty: without it a sphere packing came out 0.015 short of its slice's solid
-# fraction whatever else changed; at 3,000 it came within 0.001 (docs/real-micrographs.md, "Defaults that fit
-# the data").
-FRACTION_WEIGHT_CPU = 3000.0
-
 PRESETS: dict[str, tuple[dict, dict]] = {
     # Exactly the seed's configuration (Chung & Ye; SliceGAN): heavy, meant for a GPU.
     "paper": (dict(patch_size=64, z_channels=16, g_widths=(512, 256, 128, 64), d_widths=(64, 128, 256, 512),
@@ -311,16 +306,15 @@ PRESETS: dict[str, tuple[dict, dict]] = {
     # for the generator step, conditional critic, a normalised code (the seed's raw alpha*ones gives the MLP
     # almost no signal over [0.15, 0.6]) and the upsample output layer (no stride-2 checkerboard). The last
     # two settings cut small phase islands (docs/default-model.md, "Clean structure"). The island penalty's
-    # weights come from the data, every fake volume's phase fractions are held to the training image's (the
-    # fraction penalty), and the real patches are flipped and turned and may reach past the image's edges,
-    # mirrored, so that the critics see the image's phase fractions (docs/real-micrographs.md).
+    # weights come from the data, and the real patches are flipped and turned and may reach past the image's
+    # edges, mirrored, so that the critics see the image's phase fractions (docs/real-micrographs.md).
     "cpu": (dict(patch_size=64, z_channels=16, g_widths=(128, 64, 32, 16), d_widths=(16, 32, 64, 128),
                  code_normalisation="range", sigma_activation="softplus", critic_conditioning="channel",
                  output_layer="upsample"),
             dict(batch_size=4, critic_steps=3, lr_g=5e-4, lr_d=5e-4, slices_per_axis=4,
                  generator_slices_per_axis=64, steps=3000,
                  checkpoint_every=100, ema_decay=0.999, island_penalty=None, island_temperature=4.0,
-                 fraction_penalty=FRACTION_WEIGHT_CPU, augment=True, patch_edges="mirror")),
+                 augment=True, patch_edges="mirror")),
     # For tests and smoke runs: 32^3 volumes, tiny widths; trains a step in well under a second.
     "tiny": (dict(patch_size=32, z_channels=8, g_widths=(32, 16, 8), d_widths=(8, 16, 32),
                   mlp_width=32, code_dim=32, critic_conditioning="channel"),

@@ -278,22 +278,21 @@ def banner(card_: dict | None) -> tuple[str, str]:
 def remedies(card_: dict) -> list[str]:
     """What to retrain with for the statistics outside tolerance, one sentence per kind, each a setting that
     moved that statistic on the real-micrograph cases (docs/real-micrographs.md)."""
-    from .config import FRACTION_WEIGHT_CPU
-    from .train import ISLAND_SPARSE
+    from .train import FRACTION_WEIGHT_FIT, ISLAND_SPARSE
     failed = {(phase, name) for d in card_.get("datasets", []) for phase, row in d.get("phases", {}).items()
               for name, entry in row.items() if not entry.get("pass", True)}
     names = {name for _, name in failed}
     advice = []
     if "kept" in names:
-        advice.append(f"A phase that (nearly) vanished: retrain with the fraction penalty (--set fraction_penalty="
-                      f"{FRACTION_WEIGHT_CPU:g}, the cpu preset's weight, or higher if it was on), which keeps a rare "
-                      "phase in the output (docs/real-micrographs.md, \"A rare phase\").")
+        advice.append(f"A phase that (nearly) vanished: retrain with --set fraction_penalty={FRACTION_WEIGHT_FIT:g}, "
+                      "which keeps a rare phase in the output (docs/real-micrographs.md, \"A rare phase\").")
     if "vf" in names:
-        advice.append(f"Phase fractions: the fraction penalty (--set fraction_penalty={FRACTION_WEIGHT_CPU:g}, the "
-                      "cpu preset's default) holds each volume's fractions to the training image's; the critics "
-                      "see random patches, which on a small image cover its edges less unless --set "
-                      "patch_edges='\"mirror\"' (the cpu preset's default); otherwise give a larger image or "
-                      "several (docs/real-micrographs.md, \"Volume fraction\").")
+        advice.append(f"Phase fractions: retrain with --set fraction_penalty={FRACTION_WEIGHT_FIT:g}, which holds each "
+                      "volume's fractions to the training image's (it brought a sphere packing's within 0.001 and "
+                      "cost a fine composite some surface: compare afterwards); the critics see random patches, "
+                      "which on a small image cover its edges less unless --set patch_edges='\"mirror\"' (the cpu "
+                      "preset's default); or give a larger image or several (docs/real-micrographs.md, \"Volume "
+                      "fraction\").")
     # The slice count helped where a phase's own image has few small islands (SOFC anode) and coarsened a phase
     # that has thousands per million of its pixels (composite), so it is advised for the former only.
     sparse = sorted({phase for d in card_.get("datasets", []) for phase, row in d.get("phases", {}).items()
