@@ -233,6 +233,10 @@ class TrainConfig:
     # covers less than RARE_PHASE_SHARE of a training image (the critics alone let such a phase vanish), else
     # off. 0 = off. train.FRACTION_WEIGHT_FIT is what a fraction the critics alone miss needed.
     fraction_penalty: float | None = None
+    # What the fraction penalty pulls: "volume", each fake volume's fractions (train.fraction_error; it also
+    # squeezes the volumes' natural spread about the mean), or "running", the generator's running mean fraction
+    # per training image (train.running_fraction_error: a bias only).
+    fraction_scope: str = "volume"
     # Show the critics each real patch turned by a random flip or quarter turn (isotropic data only;
     # TrainingData.sample): one small training image then offers 8 times as many distinct patches.
     augment: bool = False
@@ -279,6 +283,8 @@ class TrainConfig:
         if self.island_feedback and not self.fidelity_seeds:
             raise ValueError("island_feedback reads the fidelity monitor's island counts; set fidelity_seeds to 1 "
                              "or more, or island_feedback to false.")
+        if self.fraction_scope not in ("volume", "running"):
+            raise ValueError(f"fraction_scope must be \"volume\" or \"running\", got {self.fraction_scope!r}.")
         if self.patch_edges not in ("inside", "mirror"):
             raise ValueError(f"patch_edges must be \"inside\" or \"mirror\", got {self.patch_edges!r}.")
         if self.island_view not in ("3d", "slices"):

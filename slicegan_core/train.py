@@ -91,8 +91,7 @@ def _train_loop(run: "Run") -> str:
             islands = island_count(run.last_logits, cfg, run.island_phase_weights)
             loss_g = loss_g + (run.island_weights(attrs) * islands).mean()
         if run.fraction_weight:
-            targets = run.target_fractions[dataset_index[run.share.volumes]]
-            loss_g = loss_g + run.fraction_weight * fraction_error(fake, targets).mean()
+            loss_g = loss_g + run.fraction_weight * run.fraction_loss(fake, dataset_index[run.share.volumes])
         loss_g.backward()
         critics.requires_grad_(True)
         run.average_gradients(run.G)
@@ -134,6 +133,20 @@ def fraction_error(probabilities: torch.Tensor, targets: torch.Tensor) -> torch.
     fractions = probabilities.float().mean(dim=tuple(range(2, probabilities.dim())))
     ratio = torch.log(targets.clamp_min(1e-12)) - torch.log(fractions.clamp_min(1e-12))
     return 2 * (targets * ratio).sum(dim=1)
+
+
+def running_fraction_error(fractions: torch.Tensor, running: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """fraction_error's pull on the generator's *bias*, not on each volume (fraction_scope "running"): each of (B, C)
+    volumes' phase fractions m is pulled as if it were ``running`` r (B, C), the generator's running mean
+    fraction (no gradient), against ``targets`` t (B, C) -> (B,): 2 sum over phases of (1 - t_c / r_c) m_c, whose
+    gradient in m is fraction_error's at m = r. A volume's own spread about the mean is then free: the
+    per-volume penalty halved the composite's natural volume-to-volume spread and coarsened it
+    (docs/real-micrographs.md, "The fraction penalty on the bias")."""
+    coefficients = (1 - targets / running.clamp_min(1e-6)).detach()
+    return 2 * (coefficients * fractions.float()).sum(dim=1)
+
+
+FRACTION_RUNNING_DECAY = 0.9   # the running mean's memory: ~10 steps (its noise ~0.1 of one volume's spread)
 
 
 def fraction_weight(setting: float | None, fractions: list[dict]) -> tuple[float, list[str]]:
@@ -406,6 +419,9 @@ class Run:
         # (datasets, C): each training image's phase fractions in channel order, the penalty's targets
         self.target_fractions = torch.tensor([[shares.get(v, 0.0) for v in self.data.phase_values]
                                               for shares in fractions], device=self.device)
+        # (datasets, C): the generator's running mean fractions (fraction_scope "running"); NaN until a dataset's
+        # first batch; kept in the checkpoint
+        self.running_fractions = torch.full_like(self.target_fractions, float("nan"))
 
     def should_stop(self) -> bool:
         """True when a stop was requested (SIGTERM/SIGINT) in any of the run's processes."""
@@ -442,6 +458,25 @@ class Run:
             self.last_logits = self.G(z, attrs, activate=False)
         fake = self.G.activate(self.last_logits)
         return dataset_index, attrs, fake
+
+    def fraction_loss(self, fake: torch.Tensor, datasets: np.ndarray) -> torch.Tensor:
+        """The fraction penalty (unweighted) for this process's fake volumes (b, C, P, P, P) drawn from
+        ``datasets`` (b,): fraction_error per volume, or with fraction_scope "running" running_fraction_error
+        against each dataset's running mean, which is then updated with this batch."""
+        targets = self.target_fractions[datasets]
+        if self.train_config.fraction_scope == "volume":
+            return fraction_error(fake, targets).mean()
+        fractions = fake.float().mean(dim=tuple(range(2, fake.dim())))              # (b, C)
+        index = torch.as_tensor(datasets, device=fractions.device)
+        for dataset in index.unique().tolist():   # the first batch of a dataset starts its running mean
+            if torch.isnan(self.running_fractions[dataset]).any():
+                self.running_fractions[dataset] = fractions[index == dataset].detach().mean(0)
+        loss = running_fraction_error(fractions, self.running_fractions[index], targets).mean()
+        for dataset in index.unique().tolist():
+            self.running_fractions[dataset] = (FRACTION_RUNNING_DECAY * self.running_fractions[dataset]
+                                               + (1 - FRACTION_RUNNING_DECAY)
+                                               * fractions[index == dataset].detach().mean(0))
+        return loss
 
     def island_weights(self, attrs: torch.Tensor) -> torch.Tensor:
         """Weight of the island penalty for each fake volume (b,), from its first attribute's place in the
@@ -564,7 +599,9 @@ class Run:
         self.measure_fidelity()
         meta = {"step": self.step, "elapsed_s": self.elapsed(), "package_version": __version__,
                 "config": self.config, "processes": self.ranks.size, "opt_g": opt_g_meta, "opt_d": opt_d_meta,
-                "rng_numpy": self.rng.bit_generator.state, "island_scales": self.island_scales}
+                "rng_numpy": self.rng.bit_generator.state, "island_scales": self.island_scales,
+                "running_fractions": [[None if math.isnan(x) else x for x in row]
+                                      for row in self.running_fractions.tolist()]}
         save_tensors(self.dir / "checkpoint.safetensors", tensors, meta)
         if self.exports_now():
             self.export_model(self.dir / "model")
@@ -608,6 +645,15 @@ class Run:
                     or not all(isinstance(x, (int, float)) and 0 < x < math.inf for x in scales)):
                 raise ValueError(f"its island_scales {str(scales)[:80]} are not one positive number per phase")
             self.set_island_scales(scales)
+        running = meta.get("running_fractions")    # absent in checkpoints written before it was kept
+        if running is not None:
+            if (not isinstance(running, list) or len(running) != len(self.running_fractions)
+                    or not all(isinstance(row, list) and len(row) == self.running_fractions.shape[1]
+                               and all(x is None or (isinstance(x, (int, float)) and 0 <= x <= 1) for x in row)
+                               for row in running)):
+                raise ValueError(f"its running_fractions {str(running)[:80]} are not one fraction per dataset and phase")
+            self.running_fractions = torch.tensor([[math.nan if x is None else float(x) for x in row]
+                                                   for row in running], device=self.device)
 
     def measure_fidelity(self):
         """The fidelity verdict of the averaged generator now (slicegan_core.fidelity): appended to

@@ -630,6 +630,50 @@ def test_fraction_error_is_relative_to_each_phase_and_pulls_a_missing_phase_back
         TrainConfig(fraction_penalty=-1.0)
 
 
+def test_running_fraction_error_pulls_on_the_bias_and_leaves_each_volumes_spread_free():
+    targets = torch.tensor([[0.6, 0.39, 0.01]] * 2)
+    logits = torch.randn(2, 3, 4, 4, 4, requires_grad=True)
+    probabilities = torch.softmax(logits, 1)
+    fractions = probabilities.mean(dim=(2, 3, 4))
+    # With the running mean equal to a volume's own fractions, its gradient is fraction_error's.
+    train_module.running_fraction_error(fractions, fractions.detach(), targets).sum().backward()
+    running_grad = logits.grad.clone()
+    logits.grad = None
+    train_module.fraction_error(torch.softmax(logits, 1), targets).sum().backward()
+    assert torch.allclose(running_grad, logits.grad, atol=1e-6)
+    # With the running mean on target, nothing pulls, however far one volume's own fractions lie from it.
+    logits.grad = None
+    train_module.running_fraction_error(torch.softmax(logits, 1).mean(dim=(2, 3, 4)), targets, targets).sum().backward()
+    assert logits.grad.abs().max().item() < 1e-7
+    # A running excess of phase 2 pushes phase 2 down in every volume, including one that lacks it.
+    logits.grad = None
+    running = torch.tensor([[0.58, 0.39, 0.03]] * 2)
+    train_module.running_fraction_error(torch.softmax(logits, 1).mean(dim=(2, 3, 4)), running, targets).sum().backward()
+    assert (logits.grad[:, 2].sum(dim=(1, 2, 3)) > 0).all()
+    from slicegan_core.config import TrainConfig
+    with pytest.raises(ValueError, match="fraction_scope"):
+        TrainConfig(fraction_scope="batch")
+
+
+def test_fraction_scope_running_keeps_its_running_mean_through_a_resume(tmp_path):
+    specs = _skewed_specs(tmp_path)
+    run_dir = train(specs, tmp_path / "run", preset_name="tiny", steps=3, fidelity_seeds=0,
+                    fraction_penalty=100.0, fraction_scope="running")
+    _, meta = train_module.load_tensors(run_dir / "checkpoint.safetensors")
+    running = np.array(meta["running_fractions"], dtype=float)
+    assert running.shape == (2, 2) and np.allclose(running.sum(axis=1), 1, atol=1e-4)
+    run = train_module.Run(run_dir, json.loads((run_dir / "config.json").read_text()))
+    run.restore()
+    assert np.allclose(run.running_fractions.cpu().numpy(), running)
+    # a damaged entry is refused with the value named
+    from slicegan_core.storage import save_tensors
+    tensors, meta = train_module.load_tensors(run_dir / "checkpoint.safetensors")
+    meta["running_fractions"] = [[2.0, 0.5], [0.5, 0.5]]
+    save_tensors(run_dir / "checkpoint.safetensors", tensors, meta)
+    with pytest.raises(ValueError, match="running_fractions"):
+        train_module.Run(run_dir, json.loads((run_dir / "config.json").read_text())).restore()
+
+
 def test_a_rare_phase_turns_the_fraction_penalty_on_and_says_so(tmp_path, capsys):
     specs = _skewed_specs(tmp_path)           # the minority phase covers 1.2 % of each volume
     run = _run(specs, tmp_path)
