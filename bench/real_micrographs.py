@@ -3,6 +3,7 @@
     python bench/real_micrographs.py prepare                       # write the cases' training images + 3D truth
     python bench/real_micrographs.py train CASE [--steps N] [--set FIELD=VALUE ...] [--tag T]  # background-friendly
     python bench/real_micrographs.py report [CASE[:TAG] ...] [--size 128] [--seeds 2] [--json FILE]
+    python bench/real_micrographs.py spread CASE[:TAG] ...           # volume-to-volume spread of the fractions
 
 Cases (``CASES``): three real segmented micrographs from ``tests/data`` (licences there), compared in 2D
 (slices of the generated volume against the micrograph: ``evaluate.compare`` in "2d_slices" mode), and three
@@ -228,6 +229,32 @@ def report(cases: list[str], size: int, seeds: int, tag: str | None = None, vf_s
     return results
 
 
+def spread(cases: list[str], volumes: int = 16) -> None:
+    """Phase fractions of ``volumes`` generated volumes of one patch (64^3 for the cpu preset): their mean and
+    standard deviation, beside those of the 3D truth's 27 disjoint crops of the same size (3D cases). This spread
+    is what a per-volume fraction penalty squeezes (train.fraction_error; fraction_scope "volume")."""
+    from slicegan_core import load_model
+    print("| case | phase | gen mean | gen sd | truth crops mean | truth crops sd |")
+    print("|---|---|---|---|---|---|")
+    for entry in cases:
+        case, _, tag = entry.partition(":")
+        model = load_model(run_dir(case, tag or None) / "model")
+        edge = model.config.patch_size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            generated = [model.generate(seed=seed, shape=(edge,) * 3) for seed in range(volumes)]
+        truth_crops = []
+        if CASES[case][0] == "3d":
+            truth = np.load(OUT / f"{case}_truth.npy")
+            starts = range(0, truth.shape[0] - edge + 1, edge)
+            truth_crops = [truth[z:z + edge, y:y + edge, x:x + edge] for z in starts for y in starts for x in starts]
+        for phase in sorted(np.unique(generated[0]).tolist()):
+            gen = [float(np.mean(v == phase)) for v in generated]
+            real = [float(np.mean(c == phase)) for c in truth_crops]
+            real_text = f"{np.mean(real):.4f} | {np.std(real, ddof=1):.4f}" if real else "- | -"
+            print(f"| {entry} | {phase} | {np.mean(gen):.4f} | {np.std(gen, ddof=1):.4f} | {real_text} |", flush=True)
+
+
 def goals(kind: str, rows: list[dict]) -> dict:
     """Which goals hold, phase by phase (the worst phase decides)."""
     def rel(a, b):
@@ -274,7 +301,7 @@ def print_case(case: str, result: dict) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("prepare", "train", "report"))
+    parser.add_argument("action", choices=("prepare", "train", "report", "spread"))
     parser.add_argument("cases", nargs="*", help=f"of {sorted(CASES)} (report: default all)")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
@@ -289,6 +316,8 @@ def main(argv=None):
         parser.error(f"unknown case(s) {unknown}; choose from {sorted(CASES)}")
     if args.action == "prepare":
         prepare()
+    elif args.action == "spread":
+        spread(args.cases)
     elif args.action == "train":
         if len(args.cases) != 1:
             parser.error("train takes exactly one case")
