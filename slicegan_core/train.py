@@ -140,7 +140,7 @@ def running_fraction_error(fractions: torch.Tensor, running: torch.Tensor, targe
     volumes' phase fractions m is pulled as if it were ``running`` r (B, C), the generator's running mean
     fraction (no gradient), against ``targets`` t (B, C) -> (B,): 2 sum over phases of (1 - t_c / r_c) m_c, whose
     gradient in m is fraction_error's at m = r. A volume's own spread about the mean is then free: the
-    per-volume penalty halved the composite's natural volume-to-volume spread and coarsened it
+    per-volume penalty narrowed the composite's volume-to-volume spread by 37-45 % and coarsened it
     (docs/real-micrographs.md, "The fraction penalty on the bias")."""
     coefficients = (1 - targets / running.clamp_min(1e-6)).detach()
     return 2 * (coefficients * fractions.float()).sum(dim=1)
@@ -468,14 +468,13 @@ class Run:
             return fraction_error(fake, targets).mean()
         fractions = fake.float().mean(dim=tuple(range(2, fake.dim())))              # (b, C)
         index = torch.as_tensor(datasets, device=fractions.device)
-        for dataset in index.unique().tolist():   # the first batch of a dataset starts its running mean
+        batch_means = {dataset: fractions[index == dataset].detach().mean(0) for dataset in index.unique().tolist()}
+        for dataset, mean in batch_means.items():   # the first batch of a dataset starts its running mean
             if torch.isnan(self.running_fractions[dataset]).any():
-                self.running_fractions[dataset] = fractions[index == dataset].detach().mean(0)
+                self.running_fractions[dataset] = mean
         loss = running_fraction_error(fractions, self.running_fractions[index], targets).mean()
-        for dataset in index.unique().tolist():
-            self.running_fractions[dataset] = (FRACTION_RUNNING_DECAY * self.running_fractions[dataset]
-                                               + (1 - FRACTION_RUNNING_DECAY)
-                                               * fractions[index == dataset].detach().mean(0))
+        for dataset, mean in batch_means.items():
+            self.running_fractions[dataset].lerp_(mean, 1 - FRACTION_RUNNING_DECAY)
         return loss
 
     def island_weights(self, attrs: torch.Tensor) -> torch.Tensor:
