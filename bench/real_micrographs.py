@@ -324,6 +324,8 @@ def main(argv=None):
         if ":" in args.cases[0]:
             parser.error("train names its variant with --tag, not CASE:TAG")
         settings = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
+        # JSON has no tuples; the configs' sequence fields (widths) are tuples.
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
         train_case(args.cases[0], args.steps, settings, args.tag)
     else:
         results = report(args.cases or list(CASES), args.size, args.seeds, args.tag, args.vf_seeds)
