@@ -165,19 +165,30 @@ def _entry(name: str, ref, gen) -> tuple[dict, float]:
     return entry, (abs(gen - ref) / (abs(ref) * TOLERANCES[name]) if ref else math.nan)
 
 
-def card(model, data, step: int | None = None, seeds: int = 2) -> dict:
+def references(data) -> list[dict]:
+    """The training images' statistics the card compares with, one :func:`pooled_statistics` per dataset of
+    ``data`` (:class:`~slicegan_core.data.TrainingData`). They never change during a run, so a run computes
+    them once and passes them to every :func:`card`."""
+    if data.image_type != "n-phase":
+        raise ValueError("The fidelity verdict measures segmented (n-phase) models.")
+    return [pooled_statistics(reference_tiles(arrays, data._kinds[index], data.patch_size), len(data.phase_values))
+            for index, arrays in enumerate(data.sources)]
+
+
+def card(model, data, step: int | None = None, seeds: int = 2, reference: list[dict] | None = None) -> dict:
     """The verdict card of ``model`` (a :class:`~slicegan_core.generate.Model` or anything with ``generate``)
     against ``data`` (:class:`~slicegan_core.data.TrainingData`): one comparison per dataset (its attribute
-    values), ``seeds`` volumes of (GENERATED_PATCHES x ``patch_size``)^3 each. JSON-ready; goes into model.json as ``fidelity``."""
+    values), ``seeds`` volumes of (GENERATED_PATCHES x ``patch_size``)^3 each. ``reference``: :func:`references`
+    of ``data`` when already computed. JSON-ready; goes into model.json as ``fidelity``."""
     from .calibrate import image_tiles
     started = time.perf_counter()
     if data.image_type != "n-phase":
         raise ValueError("The fidelity verdict measures segmented (n-phase) models.")
     n_phases = len(data.phase_values)
+    per_dataset = references(data) if reference is None else reference
     datasets = []
-    for index, arrays in enumerate(data.sources):
+    for index, reference in enumerate(per_dataset):
         attrs = {n: float(f"{v:.6g}") for n, v in zip(data.attribute_names, data.attrs[index])}   # float32 -> as given
-        reference = pooled_statistics(reference_tiles(arrays, data._kinds[index], data.patch_size), n_phases)
         slices = []
         for seed in range(seeds):
             volume = model.generate(attrs, seed=seed, shape=(GENERATED_PATCHES * data.patch_size,) * 3)

@@ -422,6 +422,7 @@ class Run:
         # (datasets, C): the generator's running mean fractions (fraction_scope "running"); NaN until a dataset's
         # first batch; kept in the checkpoint
         self.running_fractions = torch.full_like(self.target_fractions, float("nan"))
+        self.fidelity_reference = None      # the training images' statistics for the monitor, on first use
 
     def should_stop(self) -> bool:
         """True when a stop was requested (SIGTERM/SIGINT) in any of the run's processes."""
@@ -660,14 +661,18 @@ class Run:
         fidelity_seeds 0."""
         if not self.train_config.fidelity_seeds or self.model_config.image_type != "n-phase":
             return
-        card = fidelity.card(_GeneratorView(self), self.data, step=self.step, seeds=self.train_config.fidelity_seeds)
+        if self.fidelity_reference is None:
+            self.fidelity_reference = fidelity.references(self.data)
+        card = fidelity.card(_GeneratorView(self), self.data, step=self.step, seeds=self.train_config.fidelity_seeds,
+                             reference=self.fidelity_reference)
         self.fidelity = card
         event, line = fidelity.series_event(card), fidelity.summary_line(card)
         if self.island_scales is not None and self.step >= self.island_warmup_steps():
             # Not while the penalty ramps in (the factors would wind up against a weight not yet applied).
             # The loop reads the generator being trained, not the average, which lags it by ~1 / (1 - ema_decay)
             # steps: a controller on the average would keep pushing long after the generator has moved.
-            current = fidelity.card(_GeneratorView(self, averaged=False), self.data, step=self.step, seeds=1)
+            current = fidelity.card(_GeneratorView(self, averaged=False), self.data, step=self.step, seeds=1,
+                                    reference=self.fidelity_reference)
             places = island_places(current, self.data.phase_values)
             self.set_island_scales(_feedback_step(self.island_scales, places))
             factors = [round(x, 4) for x in self.island_scales]

@@ -57,6 +57,20 @@ def test_a_generator_that_reproduces_the_data_passes(stack):
     assert abs(phases["0"]["vf"]["training"] - np.mean(volume == 0)) < 0.01
 
 
+def test_a_card_on_precomputed_references_is_the_card_that_computes_them(stack):
+    path, volume = stack
+    data = load_training_data([DatasetSpec((str(path),))], patch_size=64)
+    reference = fidelity.references(data)
+    assert len(reference) == 1 and set(reference[0]) == set(fidelity.STATISTICS)
+    fresh = fidelity.card(CropGenerator(volume), data, seeds=1)
+    cached = fidelity.card(CropGenerator(volume), data, seeds=1, reference=reference)
+    assert {k: v for k, v in cached.items() if k != "seconds"} == {k: v for k, v in fresh.items() if k != "seconds"}
+    # the card really reads the reference it is given: a training fraction of 0 for phase 2 fails that phase
+    reference[0]["vf"] = np.array([*reference[0]["vf"][:2], 0.0])
+    other = fidelity.card(CropGenerator(volume), data, seeds=1, reference=reference)
+    assert other["datasets"][0]["phases"]["2"]["vf"]["training"] == 0.0 and not other["pass"]
+
+
 def test_a_generator_that_loses_a_phase_fails_and_says_which(stack):
     path, volume = stack
     data = load_training_data([DatasetSpec((str(path),))], patch_size=64)
