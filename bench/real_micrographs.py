@@ -4,6 +4,7 @@
     python bench/real_micrographs.py train CASE [--steps N] [--set FIELD=VALUE ...] [--tag T]  # background-friendly
     python bench/real_micrographs.py report [CASE[:TAG] ...] [--size 128] [--seeds 2] [--json FILE]
     python bench/real_micrographs.py spread CASE[:TAG] ...           # volume-to-volume spread of the fractions
+    python bench/real_micrographs.py calibrate CASE[:TAG] ...        # copy as CASE:TAG_cal, fraction-calibrated
 
 Cases (``CASES``): three real segmented micrographs from ``tests/data`` (licences there), compared in 2D
 (slices of the generated volume against the micrograph: ``evaluate.compare`` in "2d_slices" mode), and three
@@ -299,9 +300,32 @@ def print_case(case: str, result: dict) -> None:
     print("goals met: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in result["goals"].items()), flush=True)
 
 
+def calibrate_case(spec: str) -> Path:
+    """A copy of the run CASE[:TAG] at ``runs/real_CASE[_TAG]_cal`` whose model/ is exported from the same
+    checkpoint with ``fraction_calibration`` on: the phase-fraction calibration measured on a model trained
+    without it (its report beside the original's shows what the calibration alone changes)."""
+    import shutil
+    from slicegan_core.train import Run, read_run_config
+    case, _, tag = spec.partition(":")
+    source = run_dir(case, tag or None)
+    target = source.with_name(source.name + "_cal")
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("samples", "run.lock"))
+    config = read_run_config(target)
+    config["train"]["fraction_calibration"] = True
+    config["train"]["threads"] = 1
+    (target / "config.json").write_text(json.dumps(config, indent=2))
+    run = Run(target, config)
+    run.restore()
+    run.checkpoint()            # calibrates, measures the monitor's card, exports model/
+    print(f"{target}: phase offsets {[round(float(x), 3) for x in run.phase_offset]}")
+    return target
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=("prepare", "train", "report", "spread"))
+    parser.add_argument("action", choices=("prepare", "train", "report", "spread", "calibrate"))
     parser.add_argument("cases", nargs="*", help=f"of {sorted(CASES)} (report: default all)")
     parser.add_argument("--steps", type=int)
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
@@ -318,6 +342,9 @@ def main(argv=None):
         prepare()
     elif args.action == "spread":
         spread(args.cases)
+    elif args.action == "calibrate":
+        for spec in args.cases:
+            calibrate_case(spec)
     elif args.action == "train":
         if len(args.cases) != 1:
             parser.error("train takes exactly one case")

@@ -237,6 +237,10 @@ class TrainConfig:
     # squeezes the volumes' natural spread about the mean), or "running", the generator's running mean fraction
     # per training image (train.running_fraction_error: a bias only).
     fraction_scope: str = "volume"
+    # Export each n-phase model with its phase-fraction calibration (slicegan_core.fractions): one offset per
+    # phase on the output logits, set at every checkpoint so that the averaged generator's volumes hold the
+    # training images' fractions. Training itself never sees it; the fidelity monitor measures the calibrated model.
+    fraction_calibration: bool = False
     # Show the critics each real patch turned by a random flip or quarter turn (isotropic data only;
     # TrainingData.sample): one small training image then offers 8 times as many distinct patches.
     augment: bool = False

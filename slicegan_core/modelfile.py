@@ -29,15 +29,17 @@ def default_phases(phase_values) -> list[dict]:
             for i, v in enumerate(phase_values)]
 
 
-def save_model(directory: str | Path, generator: torch.nn.Module, config: ModelConfig, info: dict) -> Path:
-    """Write a model directory (weights, then JSON, each atomically). ``info`` carries ``phases``,
+def save_model(directory: str | Path, generator: torch.nn.Module | dict, config: ModelConfig, info: dict) -> Path:
+    """Write a model directory (weights, then JSON, each atomically); ``generator`` is the module or its
+    state dict. ``info`` carries ``phases``,
     ``attributes`` ({name: {"trained_values": [...], "range": [lo, hi]}}), ``voxel_size_um``,
     ``training_data``, ``training`` and optional ``metrics`` / ``recipe``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     document = {"format_version": MODEL_FORMAT, "package_version": __version__,
                 "architecture": to_dict(config), "image_type": config.image_type, **info}
-    save_tensors(directory / WEIGHTS_FILE, generator.state_dict(), {"format_version": MODEL_FORMAT})
+    weights = generator if isinstance(generator, dict) else generator.state_dict()
+    save_tensors(directory / WEIGHTS_FILE, weights, {"format_version": MODEL_FORMAT})
     atomic_write_text(directory / INFO_FILE, json.dumps(document, indent=2))
     return directory
 
@@ -177,6 +179,8 @@ def _weights_problem(weights_path: Path, config: ModelConfig) -> str | None:
         expected = {name: tuple(t.shape) for name, t in Generator(config).state_dict().items()}
     with safe_open(str(weights_path), "pt") as f:
         stored = {name: tuple(f.get_slice(name).get_shape()) for name in f.keys()}
+    if "phase_offset" not in stored:        # models written before the fraction calibration: zeros
+        expected.pop("phase_offset", None)
     if set(stored) != set(expected):
         missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
         return f"it does not hold this architecture's tensors (missing {missing[:3]}, unexpected {extra[:3]})"

@@ -102,6 +102,15 @@ class Generator(nn.Module):
                                                  padding=paddings[-1], bias=False))
         self.adain = AdaIN()
         self.style = StyleMLP(config, list(config.g_widths))
+        # (C,) added to the output logits: the phase-fraction calibration of an exported n-phase model
+        # (slicegan_core.fractions); zeros while training, and in models written before it existed.
+        self.register_buffer("phase_offset", torch.zeros(widths[-1]))
+
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """As nn.Module's; weights without ``phase_offset`` (older models and checkpoints) get zeros."""
+        if "phase_offset" not in state_dict:
+            state_dict = {**state_dict, "phase_offset": torch.zeros_like(self.phase_offset)}
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
     @staticmethod
     def output_edge(latent_edge: int, config: ModelConfig) -> int:
@@ -123,6 +132,7 @@ class Generator(nn.Module):
             if i == len(self.convs) - 1:
                 if self.config.output_layer == "upsample":
                     x = _upsample_logits(x)
+                x = x + self.phase_offset.view(1, -1, 1, 1, 1).to(x.dtype)
                 break
             layer_stats = stats[i] if stats is not None else self.adain.statistics(x)
             if collect_stats is not None:

@@ -32,7 +32,7 @@ from PIL import Image
 from . import __version__
 from .config import ModelConfig, TrainConfig, check_voxel_size, from_dict, preset, to_dict
 from .data import DatasetSpec, TrainingData, load_training_data
-from . import distributed, fidelity
+from . import distributed, fidelity, fractions
 from .distributed import BatchShare, Ranks
 from .generate import _argmax_channels, cpu_has_fast_bf16, pick_device
 from .modelfile import default_phases, save_model
@@ -392,8 +392,8 @@ class Run:
         # This process's part of every global batch (all of it in a one-process run).
         self.share = BatchShare.of(self.ranks, tc.batch_size, self.slices_per_axis, self.real_patches_per_axis,
                                    self.penalty_pairs)
-        fractions = self.data.phase_fractions()
-        self.fraction_weight, self.rare_phases = (fraction_weight(tc.fraction_penalty, fractions)
+        image_fractions = self.data.phase_fractions()
+        self.fraction_weight, self.rare_phases = (fraction_weight(tc.fraction_penalty, image_fractions)
                                                   if self.model_config.image_type == "n-phase" else (0.0, []))
         # The island penalty's weight per phase (C,), or None when it is off: a number in the settings weighs
         # every phase alike (scaled by island_weights along alpha); None sets it per phase from the data.
@@ -418,11 +418,13 @@ class Run:
                               else [1.0] * len(self.data.phase_values))
         # (datasets, C): each training image's phase fractions in channel order, the penalty's targets
         self.target_fractions = torch.tensor([[shares.get(v, 0.0) for v in self.data.phase_values]
-                                              for shares in fractions], device=self.device)
+                                              for shares in image_fractions], device=self.device)
         # (datasets, C): the generator's running mean fractions (fraction_scope "running"); NaN until a dataset's
         # first batch; kept in the checkpoint
         self.running_fractions = torch.full_like(self.target_fractions, float("nan"))
         self.fidelity_reference = None      # the training images' statistics for the monitor, on first use
+        # (C,) the exported model's phase-fraction calibration (fraction_calibration), set at each checkpoint
+        self.phase_offset = torch.zeros(self.model_config.n_channels)
 
     def should_stop(self) -> bool:
         """True when a stop was requested (SIGTERM/SIGINT) in any of the run's processes."""
@@ -594,6 +596,10 @@ class Run:
         tensors.update(opt_g_tensors)
         tensors.update(opt_d_tensors)
         tensors["rng.torch"] = self.torch_rng.get_state()
+        if self.train_config.fraction_calibration and self.model_config.image_type == "n-phase":
+            self.phase_offset = torch.as_tensor(fractions.calibrate(
+                self.G_average, self.data.attrs, self.target_fractions.cpu().numpy(), device=self.device),
+                dtype=torch.float32)
         # Measured before the save, so that the checkpoint holds island_feedback's weights after this step's
         # measurement (a resume truncates fidelity.jsonl to the checkpoint's step).
         self.measure_fidelity()
@@ -734,7 +740,11 @@ class Run:
         previous = _calibration_of(directory)     # kept: calibration_status() tells when the weights moved on
         if previous:
             info["calibration"] = previous
-        save_model(directory, self.G_average, mc, info)
+        if self.train_config.fraction_calibration and mc.image_type == "n-phase":
+            info["fraction_calibration"] = {"phase_offset": [round(float(x), 4) for x in self.phase_offset],
+                                            "volumes": fractions.CALIBRATION_VOLUMES}
+        weights = {**self.G_average.state_dict(), "phase_offset": self.phase_offset.to(self.device)}
+        save_model(directory, weights, mc, info)
 
     @torch.no_grad()
     def write_samples(self):
@@ -787,7 +797,9 @@ class _GeneratorView:
         was_training = self.module.training
         self.module.eval()
         try:
-            out = self.module(z, row)[0].float()
+            out = self.module(z, row, activate=False)[0].float()      # logits: their argmax is the label
+            if self.module is run.G_average:
+                out = out + run.phase_offset.to(out.device).view(-1, 1, 1, 1)
         finally:
             self.module.train(was_training)
         index = _argmax_channels(out).cpu().numpy()[:shape[0], :shape[1], :shape[2]]

@@ -1,0 +1,76 @@
+"""Phase-fraction calibration: per-phase offsets on the output logits that give the training images' fractions,
+saved with an exported model and read back by load_model (older models without them load as before)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import random_model
+from slicegan_core import fractions
+from slicegan_core.generate import load_model
+from slicegan_core.train import train
+
+
+def _labels_fractions(logits: torch.Tensor, offsets) -> np.ndarray:
+    labels = (logits + torch.as_tensor(offsets, dtype=logits.dtype).view(1, -1, 1, 1, 1)).argmax(1)
+    return np.bincount(labels.flatten().numpy(), minlength=logits.shape[1]) / labels.numel()
+
+
+def test_phase_offsets_give_each_dataset_pool_its_target_fractions():
+    generator = torch.Generator().manual_seed(0)
+    # three phases, phase 0 favoured by +1 logit: far from the targets before calibration
+    first = torch.randn((2, 3, 16, 16, 16), generator=generator) + torch.tensor([1.0, 0, 0]).view(1, 3, 1, 1, 1)
+    second = torch.randn((2, 3, 16, 16, 16), generator=generator)
+    targets = np.array([[0.2, 0.5, 0.3], [0.3, 0.3, 0.4]])
+    offsets = fractions.phase_offsets([first, second], targets)
+    assert offsets.shape == (3,) and abs(offsets.mean()) < 1e-5            # centred
+    pooled = (_labels_fractions(first, offsets) + _labels_fractions(second, offsets)) / 2
+    assert np.abs(pooled - targets.mean(axis=0)).max() <= 2 * fractions.CALIBRATION_TOLERANCE
+    assert np.abs(_labels_fractions(first, np.zeros(3)) - targets[0]).max() > 0.2    # it had work to do
+    # already right: nothing moves
+    assert np.abs(fractions.phase_offsets([second], _labels_fractions(second, np.zeros(3))))[:].max() < 0.05
+    with pytest.raises(ValueError, match="2 phases, the logits 3"):
+        fractions.phase_offsets([first], [0.5, 0.5])
+
+
+def test_calibrate_measures_a_generator_without_its_current_offset_and_leaves_it_unchanged():
+    model = random_model("tiny", seed=3)
+    generator = model.generator
+    generator.phase_offset.copy_(torch.tensor([5.0, -5.0, 0.0]))
+    offsets = fractions.calibrate(generator, [[0.3]], [[0.5, 0.3, 0.2]], volumes=2)
+    assert torch.equal(generator.phase_offset, torch.tensor([5.0, -5.0, 0.0]))
+    assert not np.allclose(offsets, [5.0, -5.0, 0.0])
+    # the same noise as the calibration's: exactly the target fractions
+    noise = torch.Generator().manual_seed(0)
+    z = torch.randn((2, generator.config.z_channels, 4, 4, 4), generator=noise)
+    with torch.no_grad():
+        generator.phase_offset.zero_()
+        logits = torch.cat([generator(z[i:i + 1], torch.tensor([[0.3]]), activate=False) for i in range(2)])
+    assert np.abs(_labels_fractions(logits, offsets) - [0.5, 0.3, 0.2]).max() <= 2 * fractions.CALIBRATION_TOLERANCE
+
+
+def test_a_run_exports_its_calibration_and_load_model_applies_it(tiny_specs, tmp_path):
+    run_dir = train(tiny_specs, tmp_path / "run", preset_name="tiny", steps=4, checkpoint_every=2,
+                    fidelity_seeds=1, fraction_calibration=True)
+    info = json.loads((run_dir / "model" / "model.json").read_text())
+    offsets = info["fraction_calibration"]["phase_offset"]
+    assert len(offsets) == 3 and any(abs(x) > 0 for x in offsets)
+    model = load_model(run_dir / "model", device="cpu", precision="float32")
+    assert np.allclose(model.generator.phase_offset.numpy(), offsets, atol=1e-4)
+    # the checkpoint's generators stay uncalibrated: training never sees the offset
+    from slicegan_core.storage import load_tensors
+    tensors, _ = load_tensors(run_dir / "checkpoint.safetensors")
+    stored = [v for k, v in tensors.items() if k.endswith("phase_offset")]    # G (and G_average with ema_decay)
+    assert stored and not any(v.any() for v in stored)
+    # a model written before the calibration existed (no phase_offset in its weights) loads with zeros
+    from safetensors.torch import load_file, save_file
+    weights = load_file(run_dir / "model" / "model.safetensors")
+    del weights["phase_offset"]
+    save_file(weights, run_dir / "model" / "model.safetensors", metadata={"format_version": str(info["format_version"])})
+    older = load_model(run_dir / "model", device="cpu", precision="float32")
+    assert not older.generator.phase_offset.any()
+    a, b = model.generate({"alpha": 0.5}, seed=1, shape=(32,) * 3), older.generate({"alpha": 0.5}, seed=1, shape=(32,) * 3)
+    assert a.shape == b.shape and not np.array_equal(a, b)
