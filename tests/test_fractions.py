@@ -19,21 +19,24 @@ def _labels_fractions(logits: torch.Tensor, offsets) -> np.ndarray:
     return np.bincount(labels.flatten().numpy(), minlength=logits.shape[1]) / labels.numel()
 
 
-def test_phase_offsets_give_each_dataset_pool_its_target_fractions():
+def test_phase_offsets_give_the_target_fractions_pooled_over_datasets():
     generator = torch.Generator().manual_seed(0)
     # three phases, phase 0 favoured by +1 logit: far from the targets before calibration
     first = torch.randn((2, 3, 16, 16, 16), generator=generator) + torch.tensor([1.0, 0, 0]).view(1, 3, 1, 1, 1)
     second = torch.randn((2, 3, 16, 16, 16), generator=generator)
     targets = np.array([[0.2, 0.5, 0.3], [0.3, 0.3, 0.4]])
-    offsets = fractions.phase_offsets([first, second], targets)
+    offsets = fractions.phase_offsets(torch.cat([first, second]), targets)
     assert offsets.shape == (3,) and abs(offsets.mean()) < 1e-5            # centred
     pooled = (_labels_fractions(first, offsets) + _labels_fractions(second, offsets)) / 2
     assert np.abs(pooled - targets.mean(axis=0)).max() <= 2 * fractions.CALIBRATION_TOLERANCE
     assert np.abs(_labels_fractions(first, np.zeros(3)) - targets[0]).max() > 0.2    # it had work to do
     # already right: nothing moves
-    assert np.abs(fractions.phase_offsets([second], _labels_fractions(second, np.zeros(3))))[:].max() < 0.05
+    assert np.abs(fractions.phase_offsets(second, _labels_fractions(second, np.zeros(3)))).max() < 0.05
+    # a phase with no share at all ends up with no voxels
+    offsets = fractions.phase_offsets(second, [0.6, 0.4, 0.0])
+    assert np.allclose(_labels_fractions(second, offsets), [0.6, 0.4, 0.0], atol=2 * fractions.CALIBRATION_TOLERANCE)
     with pytest.raises(ValueError, match="2 phases, the logits 3"):
-        fractions.phase_offsets([first], [0.5, 0.5])
+        fractions.phase_offsets(first, [0.5, 0.5])
 
 
 def test_calibrate_measures_a_generator_without_its_current_offset_and_leaves_it_unchanged():
@@ -43,12 +46,14 @@ def test_calibrate_measures_a_generator_without_its_current_offset_and_leaves_it
     offsets = fractions.calibrate(generator, [[0.3]], [[0.5, 0.3, 0.2]], volumes=2)
     assert torch.equal(generator.phase_offset, torch.tensor([5.0, -5.0, 0.0]))
     assert not np.allclose(offsets, [5.0, -5.0, 0.0])
-    # the same noise as the calibration's: exactly the target fractions
+    # the same noise as the calibration's, on the voxels it reads: exactly the target fractions
     noise = torch.Generator().manual_seed(0)
     z = torch.randn((2, generator.config.z_channels, 4, 4, 4), generator=noise)
+    step = fractions.CALIBRATION_STRIDE
     with torch.no_grad():
         generator.phase_offset.zero_()
-        logits = torch.cat([generator(z[i:i + 1], torch.tensor([[0.3]]), activate=False) for i in range(2)])
+        logits = torch.cat([generator(z[i:i + 1], torch.tensor([[0.3]]), activate=False)[..., ::step, ::step, ::step]
+                            for i in range(2)])
     assert np.abs(_labels_fractions(logits, offsets) - [0.5, 0.3, 0.2]).max() <= 2 * fractions.CALIBRATION_TOLERANCE
 
 
