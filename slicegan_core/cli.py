@@ -451,7 +451,8 @@ def cmd_info(args) -> int:
                            for n in model.attribute_names},
             "voxel_size_um": model.voxel_size_um, "patch_size": model.config.patch_size,
             "training": model.info.get("training", {}).get("steps"),
-            "training_wall_time_s": model.info.get("training", {}).get("wall_time_s")}
+            "training_wall_time_s": model.info.get("training", {}).get("wall_time_s"),
+            "fraction_calibration": model.info.get("fraction_calibration")}
     from .fidelity import banner
     level, text = banner(model.info.get("verdict"))
     card["verdict"] = {"result": level, "summary": text}
@@ -471,6 +472,10 @@ def cmd_info(args) -> int:
     if training.get("steps") is not None:
         hours = (training.get("wall_time_s") or 0) / 3600
         lines.append(f"training    {training['steps']} steps, {hours:.1f} h")
+    calibration = model.info.get("fraction_calibration")
+    if isinstance(calibration, dict) and isinstance(calibration.get("phase_offset"), list):
+        lines.append("fractions   calibrated to the training images' (phase offsets on the logits: "
+                     + ", ".join(f"{x:+.3g}" for x in calibration["phase_offset"] if isinstance(x, (int, float))) + ")")
     lines.append(f"verdict     {text}")
     print("\n".join(lines))
     return 0

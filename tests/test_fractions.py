@@ -57,7 +57,7 @@ def test_calibrate_measures_a_generator_without_its_current_offset_and_leaves_it
     assert np.abs(_labels_fractions(logits, offsets) - [0.5, 0.3, 0.2]).max() <= 2 * fractions.CALIBRATION_TOLERANCE
 
 
-def test_a_run_exports_its_calibration_and_load_model_applies_it(tiny_specs, tmp_path):
+def test_a_run_exports_its_calibration_and_load_model_applies_it(tiny_specs, tmp_path, capsys):
     run_dir = train(tiny_specs, tmp_path / "run", preset_name="tiny", steps=4, checkpoint_every=2,
                     fidelity_seeds=1, fraction_calibration=True)
     info = json.loads((run_dir / "model" / "model.json").read_text())
@@ -65,6 +65,9 @@ def test_a_run_exports_its_calibration_and_load_model_applies_it(tiny_specs, tmp
     assert len(offsets) == 3 and any(abs(x) > 0 for x in offsets)
     model = load_model(run_dir / "model", device="cpu", precision="float32")
     assert np.allclose(model.generator.phase_offset.numpy(), offsets, atol=1e-4)
+    from slicegan_core.cli import main
+    assert main(["info", str(run_dir / "model")]) == 0
+    assert "fractions   calibrated to the training images' (phase offsets on the logits: " in capsys.readouterr().out
     # the checkpoint's generators stay uncalibrated: training never sees the offset
     from slicegan_core.storage import load_tensors
     tensors, _ = load_tensors(run_dir / "checkpoint.safetensors")
