@@ -39,11 +39,21 @@ def test_phase_offsets_give_the_target_fractions_pooled_over_datasets():
         fractions.phase_offsets(first, [0.5, 0.5])
 
 
+def test_calibration_targets_leave_a_phase_within_the_deadband_alone():
+    band = fractions.CALIBRATION_DEADBAND
+    assert np.allclose(fractions.calibration_targets([0.5, 0.3, 0.2], [0.5 + band / 2, 0.3, 0.2 - band / 2]),
+                       [0.5, 0.3, 0.2])                           # all within: no change at all
+    # a rare phase within the band keeps its fraction; the two others move, in the targets' proportions
+    out = fractions.calibration_targets([0.52, 0.47, 0.01], [[0.55, 0.44, 0.012], [0.55, 0.44, 0.008]])
+    assert out[2] == 0.01 and out.sum() == pytest.approx(1.0) and out[0] / out[1] == pytest.approx(0.55 / 0.44)
+
+
 def test_calibrate_measures_a_generator_without_its_current_offset_and_leaves_it_unchanged():
     model = random_model("tiny", seed=3)
     generator = model.generator
     generator.phase_offset.copy_(torch.tensor([5.0, -5.0, 0.0]))
     offsets = fractions.calibrate(generator, [[0.3]], [[0.5, 0.3, 0.2]], volumes=2)
+    # (a random generator is far from these fractions: every phase is outside the deadband)
     assert torch.equal(generator.phase_offset, torch.tensor([5.0, -5.0, 0.0]))
     assert not np.allclose(offsets, [5.0, -5.0, 0.0])
     # the same noise as the calibration's, on the voxels it reads: exactly the target fractions
