@@ -35,30 +35,30 @@ RECIPE = {
 }
 # Recipes: training settings on top of the "cpu" preset (which averages the generator's weights, ema_decay
 # 0.999) and stages (train up to this step, training changes from the stage's start); see
-# docs/default-model.md for how they were chosen. Each pins island_penalty (0 in stage 1), augment (off) and
-# patch_edges ("inside"): the preset's automatic per-phase weight, its flips and turns of real patches and its
-# mirrored edges came after these recipes.
+# docs/default-model.md for how they were chosen. Each pins island_penalty (0 in stage 1), augment (off),
+# patch_edges ("inside") and fraction_calibration (off): the preset's automatic per-phase weight, its flips and
+# turns of real patches, its mirrored edges and its fraction calibration came after these recipes.
 RECIPES = {
     # v2. Its settings pin what the cpu preset then did: the generator step saw the critic's
     # 4 slices per axis and the critic took one real patch per fake slice (16) with the penalty on all 16.
     # The jitter rose to 0.3 when a branch at step 2,330 showed it interpolates between the trained alphas
     # far better; threads rose to 2 when the run had the machine to itself (speed only). A further stage at
     # lr 2e-4 (to 7,243) measured worse and is not part of the recipe.
-    "v2": {"overrides": dict(island_penalty=0.0, augment=False, patch_edges="inside", checkpoint_every=100, log_every=20, bf16=True, threads=1, attr_jitter=0.1,
+    "v2": {"overrides": dict(island_penalty=0.0, augment=False, patch_edges="inside", fraction_calibration=False, checkpoint_every=100, log_every=20, bf16=True, threads=1, attr_jitter=0.1,
                              output_layer="upsample", generator_slices_per_axis=4, real_patches_per_axis=16,
                              penalty_pairs_per_axis=16),
            "schedule": [(2330, {}), (4000, {"attr_jitter": 0.3}), (5795, {"threads": 2})]},
     # v3 (issue "Clean structure"): the generator step sees all 64 slices per axis and the critic 16
     # (short screening runs: fewer small islands at equal steps), real patches and penalty pairs per axis =
     # batch size (the seed's rule, now the preset's default), both cores from the start.
-    "v3": {"overrides": dict(island_penalty=0.0, augment=False, patch_edges="inside", checkpoint_every=100, log_every=20, bf16=True, threads=2, attr_jitter=0.1,
+    "v3": {"overrides": dict(island_penalty=0.0, augment=False, patch_edges="inside", fraction_calibration=False, checkpoint_every=100, log_every=20, bf16=True, threads=2, attr_jitter=0.1,
                              slices_per_axis=16, generator_slices_per_axis=64),
            "schedule": [(2000, {}), (4500, {"attr_jitter": 0.3})]},
     # v4 (issue "Clean structure"): v3, then 1,500 steps with a direct penalty on one-voxel islands,
     # seen through softmax(logits / 4) so that confident islands still get a gradient (weight 10: a 400-step
     # screen of weights 1 / 3 / 10 from v3's end cut the raw generator's islands most at 10, chords held). The
     # weight average needs ~1,000 steps to follow, hence 1,500. The stage ran at 1 thread beside other work.
-    "v4": {"overrides": dict(island_penalty=0.0, augment=False, patch_edges="inside", checkpoint_every=100, log_every=20, bf16=True, threads=2, attr_jitter=0.1,
+    "v4": {"overrides": dict(island_penalty=0.0, augment=False, patch_edges="inside", fraction_calibration=False, checkpoint_every=100, log_every=20, bf16=True, threads=2, attr_jitter=0.1,
                              slices_per_axis=16, generator_slices_per_axis=64),
            "schedule": [(2000, {}), (4500, {"attr_jitter": 0.3}),
                         (6000, {"island_penalty": 10.0, "island_temperature": 4.0, "threads": 1})]},

@@ -317,14 +317,15 @@ PRESETS: dict[str, tuple[dict, dict]] = {
     # almost no signal over [0.15, 0.6]) and the upsample output layer (no stride-2 checkerboard). The last
     # two settings cut small phase islands (docs/default-model.md, "Clean structure"). The island penalty's
     # weights come from the data, and the real patches are flipped and turned and may reach past the image's
-    # edges, mirrored, so that the critics see the image's phase fractions (docs/real-micrographs.md).
+    # edges, mirrored, so that the critics see the image's phase fractions; the exported model's phase fractions
+    # are calibrated to the training images' (slicegan_core.fractions; docs/real-micrographs.md).
     "cpu": (dict(patch_size=64, z_channels=16, g_widths=(128, 64, 32, 16), d_widths=(16, 32, 64, 128),
                  code_normalisation="range", sigma_activation="softplus", critic_conditioning="channel",
                  output_layer="upsample"),
             dict(batch_size=4, critic_steps=3, lr_g=5e-4, lr_d=5e-4, slices_per_axis=4,
                  generator_slices_per_axis=64, steps=3000,
                  checkpoint_every=100, ema_decay=0.999, island_penalty=None, island_temperature=4.0,
-                 augment=True, patch_edges="mirror")),
+                 augment=True, patch_edges="mirror", fraction_calibration=True)),
     # For tests and smoke runs: 32^3 volumes, tiny widths; trains a step in well under a second.
     "tiny": (dict(patch_size=32, z_channels=8, g_widths=(32, 16, 8), d_widths=(8, 16, 32),
                   mlp_width=32, code_dim=32, critic_conditioning="channel"),
