@@ -89,7 +89,11 @@ def calibrate(generator, attrs, targets, device="cpu", volumes: int = CALIBRATIO
         generator.phase_offset.copy_(saved)
         generator.train(was_training)
     logits = torch.cat(logits, dim=1)
-    return phase_offsets(logits, calibration_targets(label_fractions(logits, torch.zeros(logits.shape[0])), targets))
+    raw = label_fractions(logits, torch.zeros(logits.shape[0]))
+    goal = calibration_targets(raw, targets)
+    if np.array_equal(goal, raw):           # every phase within the deadband: no offsets at all
+        return np.zeros(logits.shape[0], dtype=np.float32)
+    return phase_offsets(logits, goal)
 
 
 def calibration_targets(raw, targets, deadband: float = CALIBRATION_DEADBAND) -> np.ndarray:
