@@ -12,10 +12,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# 32 volumes of the training edge per dataset: the generated fractions vary from volume to volume (sd ~0.01 at
-# 64^3 on a sphere packing), and 8 left the calibrated fraction 0.005-0.01 off at 128^3 (docs/real-micrographs.md,
-# "Phase-fraction calibration"); every second voxel along each axis (neighbours carry little more).
-CALIBRATION_VOLUMES = 32
+# 8 volumes of twice the training edge per dataset (latent edge 6: 128^3 for a 64-voxel patch), every second
+# voxel along each axis (neighbours carry little more). Volumes vary (a sphere packing's 64^3 volumes by sd
+# ~0.01), and a generator's fractions at its training edge differ from those of the larger volumes users make by
+# up to ~0.005 (docs/real-micrographs.md, "Phase-fraction calibration").
+CALIBRATION_VOLUMES = 8
+CALIBRATION_LATENT = 6
 CALIBRATION_STRIDE = 2
 # A phase whose fraction is already this close to the training images' keeps it: the calibration's own error at
 # another volume size is ~0.005 (docs/real-micrographs.md), and on a 0.9 % phase a correction of 0.001 cost 7
@@ -68,7 +70,7 @@ def label_fractions(logits: torch.Tensor, offsets) -> np.ndarray:
 @torch.no_grad()
 def calibrate(generator, attrs, targets, device="cpu", volumes: int = CALIBRATION_VOLUMES, seed: int = 0) -> np.ndarray:
     """Phase offsets (C,) for ``generator`` (a :class:`~slicegan_core.networks.Generator`, n-phase) from
-    ``volumes`` volumes of its training edge per dataset (every CALIBRATION_STRIDE-th voxel): ``attrs``
+    ``volumes`` volumes of latent edge CALIBRATION_LATENT per dataset (every CALIBRATION_STRIDE-th voxel): ``attrs``
     (datasets, k) raw attribute values, ``targets`` (datasets, C) the training images' fractions, pooled with
     equal weight per dataset. Measured without any current offset; the
     generator is left as it was (the caller stores the result in ``phase_offset`` of what it exports)."""
@@ -80,9 +82,9 @@ def calibrate(generator, attrs, targets, device="cpu", volumes: int = CALIBRATIO
     try:
         logits, step = [], CALIBRATION_STRIDE
         for row in np.atleast_2d(np.asarray(attrs, dtype=np.float32)):
-            z = torch.randn((volumes, config.z_channels, 4, 4, 4), generator=noise).to(device)
+            z = torch.randn((volumes, config.z_channels, *(CALIBRATION_LATENT,) * 3), generator=noise).to(device)
             batch = torch.as_tensor(row[None], device=device)
-            for i in range(volumes):       # one volume at a time: the memory of one training volume
+            for i in range(volumes):       # one volume at a time
                 out = generator(z[i:i + 1], batch, activate=False)[0, :, ::step, ::step, ::step]
                 logits.append(out.float().cpu().reshape(out.shape[0], -1))
     finally:

@@ -742,7 +742,9 @@ class Run:
             info["calibration"] = previous
         if self.train_config.fraction_calibration and mc.image_type == "n-phase":
             info["fraction_calibration"] = {"phase_offset": [round(float(x), 4) for x in self.phase_offset],
-                                            "volumes": fractions.CALIBRATION_VOLUMES}
+                                            "volumes": fractions.CALIBRATION_VOLUMES,
+                                            "latent_edge": fractions.CALIBRATION_LATENT,
+                                            "deadband": fractions.CALIBRATION_DEADBAND}
         weights = {**self.G_average.state_dict(), "phase_offset": self.phase_offset.to(self.device)}
         save_model(directory, weights, mc, info)
 

@@ -58,7 +58,7 @@ def test_calibrate_measures_a_generator_without_its_current_offset_and_leaves_it
     assert not np.allclose(offsets, [5.0, -5.0, 0.0])
     # the same noise as the calibration's, on the voxels it reads: exactly the target fractions
     noise = torch.Generator().manual_seed(0)
-    z = torch.randn((2, generator.config.z_channels, 4, 4, 4), generator=noise)
+    z = torch.randn((2, generator.config.z_channels, *(fractions.CALIBRATION_LATENT,) * 3), generator=noise)
     step = fractions.CALIBRATION_STRIDE
     with torch.no_grad():
         generator.phase_offset.zero_()
