@@ -92,3 +92,8 @@ def test_a_run_exports_its_calibration_and_load_model_applies_it(tiny_specs, tmp
     assert not older.generator.phase_offset.any()
     a, b = model.generate({"alpha": 0.5}, seed=1, shape=(32,) * 3), older.generate({"alpha": 0.5}, seed=1, shape=(32,) * 3)
     assert a.shape == b.shape and not np.array_equal(a, b)
+    # a matching calibration belongs to the weights and the offsets; zero offsets keep an older model's fingerprint
+    from slicegan_core.calibrate import weights_fingerprint
+    assert weights_fingerprint(older) != weights_fingerprint(model)
+    older.generator.phase_offset.copy_(model.generator.phase_offset)
+    assert weights_fingerprint(older) == weights_fingerprint(model)
