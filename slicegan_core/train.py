@@ -781,12 +781,13 @@ class Run:
 
 
 class _GeneratorView:
-    """The run's averaged generator (with ``averaged`` False: the one being trained) seen as a model for
+    """The run's averaged generator with its fraction calibration (with ``averaged`` False: the one being
+    trained, without) seen as a model for
     :func:`fidelity.card`: ``generate(attrs, seed, shape)`` -> (D, H, W) phase values, from the noise of the
     sample images (a fixed seed per volume)."""
 
     def __init__(self, run: "Run", averaged: bool = True):
-        self.run = run
+        self.run, self.averaged = run, averaged
         self.module = run.G_average if averaged else run.G
 
     @torch.no_grad()
@@ -800,7 +801,7 @@ class _GeneratorView:
         self.module.eval()
         try:
             out = self.module(z, row, activate=False)[0].float()      # logits: their argmax is the label
-            if self.module is run.G_average:
+            if self.averaged:           # what the run exports: with its fraction calibration
                 out = out + run.phase_offset.to(out.device).view(-1, 1, 1, 1)
         finally:
             self.module.train(was_training)
