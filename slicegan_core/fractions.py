@@ -72,30 +72,46 @@ def calibrate(generator, attrs, targets, device="cpu", volumes: int = CALIBRATIO
     """Phase offsets (C,) for ``generator`` (a :class:`~slicegan_core.networks.Generator`, n-phase) from
     ``volumes`` volumes of latent edge CALIBRATION_LATENT per dataset (every CALIBRATION_STRIDE-th voxel): ``attrs``
     (datasets, k) raw attribute values, ``targets`` (datasets, C) the training images' fractions, pooled with
-    equal weight per dataset. Measured without any current offset; the
-    generator is left as it was (the caller stores the result in ``phase_offset`` of what it exports)."""
+    equal weight per dataset; zeros when every phase is within CALIBRATION_DEADBAND, or when, with several
+    datasets, the offsets would not lower the worst dataset's worst fraction error. Measured without any current
+    offset; the generator is left as it was (the caller stores the result in ``phase_offset`` of what it
+    exports)."""
     config = generator.config
     was_training, saved = generator.training, generator.phase_offset.clone()
     generator.eval()
     generator.phase_offset.zero_()
     noise = torch.Generator().manual_seed(seed)
     try:
-        logits, step = [], CALIBRATION_STRIDE
+        per_dataset, step = [], CALIBRATION_STRIDE
         for row in np.atleast_2d(np.asarray(attrs, dtype=np.float32)):
             z = torch.randn((volumes, config.z_channels, *(CALIBRATION_LATENT,) * 3), generator=noise).to(device)
             batch = torch.as_tensor(row[None], device=device)
+            chunks = []
             for i in range(volumes):       # one volume at a time
                 out = generator(z[i:i + 1], batch, activate=False)[0, :, ::step, ::step, ::step]
-                logits.append(out.float().cpu().reshape(out.shape[0], -1))
+                chunks.append(out.float().cpu().reshape(out.shape[0], -1))
+            per_dataset.append(torch.cat(chunks, dim=1))
     finally:
         generator.phase_offset.copy_(saved)
         generator.train(was_training)
-    logits = torch.cat(logits, dim=1)
-    raw = label_fractions(logits, torch.zeros(logits.shape[0]))
+    logits = torch.cat(per_dataset, dim=1)
+    none = np.zeros(logits.shape[0], dtype=np.float32)
+    raw = label_fractions(logits, none)
     goal = calibration_targets(raw, targets)
     if np.array_equal(goal, raw):           # every phase within the deadband: no offsets at all
-        return np.zeros(logits.shape[0], dtype=np.float32)
-    return phase_offsets(logits, goal)
+        return none
+    offsets = phase_offsets(logits, goal)
+    # One offset serves every dataset: with several (a model steered by an attribute), keep it only if it
+    # brings the worst dataset's worst phase closer to its image's fraction than the raw output is.
+    targets = np.atleast_2d(np.asarray(targets, dtype=float))
+    if len(per_dataset) > 1 and worst_error(per_dataset, offsets, targets) >= worst_error(per_dataset, none, targets):
+        return none
+    return offsets
+
+
+def worst_error(per_dataset: list[torch.Tensor], offsets, targets: np.ndarray) -> float:
+    """Largest abs difference, over datasets and phases, between the labels' fractions and ``targets``."""
+    return max(float(np.max(np.abs(label_fractions(x, offsets) - t))) for x, t in zip(per_dataset, targets))
 
 
 def calibration_targets(raw, targets, deadband: float = CALIBRATION_DEADBAND) -> np.ndarray:

@@ -67,6 +67,30 @@ def test_calibrate_measures_a_generator_without_its_current_offset_and_leaves_it
     assert np.abs(_labels_fractions(logits, offsets) - [0.5, 0.3, 0.2]).max() <= 2 * fractions.CALIBRATION_TOLERANCE
 
 
+class NoiseGenerator(torch.nn.Module):
+    """Two phases, each voxel's logits plain noise: every dataset's raw fractions are 0.5 / 0.5."""
+
+    def __init__(self):
+        super().__init__()
+        self.config = type("Config", (), {"z_channels": 1})()
+        self.register_buffer("phase_offset", torch.zeros(2))
+
+    def forward(self, z, attrs, activate=True):
+        logits = torch.randn((1, 2, 32, 32, 32), generator=torch.Generator().manual_seed(int(z.abs().sum() * 1e4)))
+        return logits + self.phase_offset.view(1, -1, 1, 1, 1)
+
+
+def test_one_offset_for_several_datasets_is_kept_only_if_it_helps_the_worst_of_them():
+    generator = NoiseGenerator()
+    # datasets pulling the same way: the pooled offset helps each
+    helps = fractions.calibrate(generator, [[0.1], [0.2]], [[0.56, 0.44], [0.56, 0.44]], volumes=2)
+    assert helps[0] > 0
+    # one dataset 0.07 under, two 0.06 over: the pooled shift (+0.017) would take the first to 0.087 off
+    hurts = fractions.calibrate(generator, [[0.1], [0.2], [0.3]], [[0.43, 0.57], [0.56, 0.44], [0.56, 0.44]],
+                                volumes=2)
+    assert not hurts.any()
+
+
 def test_a_run_exports_its_calibration_and_load_model_applies_it(tiny_specs, tmp_path, capsys):
     run_dir = train(tiny_specs, tmp_path / "run", preset_name="tiny", steps=4, checkpoint_every=2,
                     fidelity_seeds=1, fraction_calibration=True)
