@@ -215,6 +215,13 @@ class TrainConfig:
     # The penalty sees softmax(logits / island_temperature): above 1 it reaches confident islands, whose
     # plain softmax gradient P(1 - P) vanishes.
     island_temperature: float = 1.0
+    # How the penalty counts: "expected", the expected islands of softmax(logits / island_temperature) (its
+    # gradient reaches every uncertain voxel and fades on confident islands), or "margin": the argmax volume's
+    # own face-connected pieces of at most island_max_voxels voxels (pieces touching the volume's faces left
+    # out), each voxel adding max(0, its logit margin + 1), the margin being its phase's logit minus the
+    # runner-up's, so the gradient is the same on a confident speck as on an uncertain one and zero
+    # everywhere else (train.speck_margins). island_view "3d" only.
+    island_loss: str = "expected"
     # Steps over which the island penalty's weight rises linearly from 0 to full; 0 = full from the start.
     # A freshly initialised generator's output is all speckle, and a strong penalty on it can outweigh the
     # critics and settle the generator on stripes that have no islands (the slice count at weight 30 from
@@ -293,6 +300,10 @@ class TrainConfig:
             raise ValueError(f"patch_edges must be \"inside\" or \"mirror\", got {self.patch_edges!r}.")
         if self.island_view not in ("3d", "slices"):
             raise ValueError(f"island_view must be \"3d\" or \"slices\", got {self.island_view!r}.")
+        if self.island_loss not in ("expected", "margin"):
+            raise ValueError(f"island_loss must be \"expected\" or \"margin\", got {self.island_loss!r}.")
+        if self.island_loss == "margin" and self.island_view != "3d":
+            raise ValueError("island_loss \"margin\" counts 3D pieces; set island_view to \"3d\".")
         if self.island_view == "slices" and self.island_max_voxels != 1:
             raise ValueError("island_view \"slices\" counts one-pixel islands; set island_max_voxels to 1.")
         if self.island_penalty is None and self.island_penalty_high is not None:

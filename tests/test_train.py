@@ -487,6 +487,43 @@ def test_expected_speck_voxels_counts_pieces_up_to_the_size_and_never_a_grain(tm
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
 
 
+def test_speck_margins_push_only_on_small_pieces_and_as_hard_on_confident_ones(tmp_path):
+    labels = np.zeros((1, 16, 16, 16), np.int64)
+    labels[0, 3, 3, 3] = 1                      # a one-voxel speck
+    labels[0, 3:5, 8:10, 3] = 2                 # a four-voxel plaquette
+    labels[0, 8:11, 8:10, 8:10] = 1             # a 12-voxel block
+    labels[0, 0, 5, 5] = 2                      # one voxel on the volume's face: maybe part of a larger piece
+    mask = train_module.speck_mask(labels, 4)
+    assert mask.sum() == 5 and mask[0, 3, 3, 3] and mask[0, 3:5, 8:10, 3].all() and not mask[0, 0, 5, 5]
+    assert train_module.speck_mask(labels, 1).sum() == 1
+    # logits whose argmax is these labels; the speck confident (margin 20), the plaquette barely (margin 0.5)
+    logits = torch.zeros(1, 3, 16, 16, 16)
+    logits.scatter_(1, torch.from_numpy(labels).unsqueeze(1), 0.5)
+    logits[0, 1, 3, 3, 3] = 20.0
+    logits.requires_grad_(True)
+    margins = train_module.speck_margins(logits, 4, torch.tensor([1.0, 1.0, 2.0]))
+    per_thousand = 1000 / 16 ** 3
+    assert margins.item() == pytest.approx((21.0 + 2 * 4 * 1.5) * per_thousand)
+    margins.sum().backward()
+    # the same push on the confident speck as on the plaquette's voxels (times their phase's weight), none
+    # anywhere else
+    assert logits.grad[0, 1, 3, 3, 3].item() == pytest.approx(per_thousand)
+    assert logits.grad[0, 2, 3, 8, 3].item() == pytest.approx(2 * per_thousand)
+    assert logits.grad[:, :, 8:11, 8:10, 8:10].abs().sum() == 0 and logits.grad[0, :, 0, 5, 5].abs().sum() == 0
+    from slicegan_core.config import TrainConfig
+    counted = train_module.island_count(logits.detach(), TrainConfig(island_loss="margin", island_max_voxels=4),
+                                        torch.ones(3))
+    assert counted.item() == pytest.approx((21.0 + 4 * 1.5) * per_thousand)
+    with pytest.raises(ValueError, match="island_loss"):
+        TrainConfig(island_loss="hinge")
+    with pytest.raises(ValueError, match="island_view"):
+        TrainConfig(island_loss="margin", island_view="slices")
+    run_dir = train(_skewed_specs(tmp_path), tmp_path / "run", preset_name="tiny", steps=2, island_penalty=5.0,
+                    island_loss="margin", island_max_voxels=7)
+    assert json.loads((run_dir / "config.json").read_text())["train"]["island_loss"] == "margin"
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+
+
 def test_island_penalty_weight_follows_the_attribute_between_low_and_high(tmp_path):
     low, high = ALPHAS
     run = _run(_skewed_specs(tmp_path), tmp_path, island_penalty=8.0, island_penalty_high=2.0)
