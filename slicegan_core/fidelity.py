@@ -298,14 +298,17 @@ def remedies(card_: dict) -> list[str]:
         advice.append(f"A phase that (nearly) vanished: retrain with --set fraction_penalty={FRACTION_WEIGHT_FIT:g}, "
                       "which keeps a rare phase in the output (docs/real-micrographs.md, \"A rare phase\").")
     if "vf" in names:
-        # A vanished phase fails vf too: the sentence above has already named the setting.
-        penalty = ("the same setting holds" if "kept" in names
-                   else f"retrain with --set fraction_penalty={FRACTION_WEIGHT_FIT:g}, which holds")
-        advice.append(f"Phase fractions: {penalty} each volume's fractions to the training image's (it brought a "
-                      "sphere packing's within 0.001 and cost a fine composite some surface: compare afterwards); "
-                      "the critics see random patches, which on a small image cover its edges less unless --set "
-                      "patch_edges='\"mirror\"' (the cpu preset's default); or give a larger image or several "
-                      "(docs/real-micrographs.md, \"Volume fraction\").")
+        # The calibration came after many models were trained, and costs nothing in training, so it is named
+        # first; the penalty (which changes training, and cost a fine composite some surface) second.
+        # A vanished phase fails vf too: the sentence above has already named the penalty.
+        penalty = ("the fraction penalty above" if "kept" in names
+                   else f"--set fraction_penalty={FRACTION_WEIGHT_FIT:g}")
+        advice.append("Phase fractions: a model trained without --set fraction_calibration=true (the cpu preset's "
+                      "default; `info` lists its offsets) does not correct its output's fractions, so retrain with "
+                      f"it (docs/real-micrographs.md, \"Phase-fraction calibration\"); if it had it, {penalty} "
+                      "holds each volume's fractions to the training image's in training (it cost a fine composite "
+                      "some surface: compare afterwards); and give a larger image or several, since the critics "
+                      "see random patches of it (docs/real-micrographs.md, \"Volume fraction\").")
     # The slice count helped where a phase's own image has few small islands (SOFC anode) and coarsened a phase
     # that has thousands per million of its pixels (composite), so it is advised for the former only.
     sparse = sorted({phase for d in card_.get("datasets", []) for phase, row in d.get("phases", {}).items()

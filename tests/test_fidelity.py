@@ -153,17 +153,18 @@ def test_a_failed_verdict_names_the_setting_that_moved_each_failed_statistic():
     card = fidelity.finish_card([{"attrs": {}, **result}], step=3000, seconds=1.0)
     advice = fidelity.remedies(card)
     assert len(advice) == 2
-    assert "patch_edges" in advice[0]
+    assert "fraction_calibration=true" in advice[0] and "fraction_penalty=3000" in advice[0]
     assert advice[1].startswith("Small islands in phase 0,") and "island_view" in advice[1]
     level, text = fidelity.banner(card)
-    assert level == "fail" and "patch_edges" in text and "island_view" in text
+    assert level == "fail" and "fraction_calibration" in text and "island_view" in text
     # A vanished phase (kept fails too): the fraction penalty, which keeps a rare phase.
     generated = {**reference, "vf": np.array([0.9, 0.1]), "islands": np.array([100.0, 3000.0])}
     card = fidelity.finish_card([{"attrs": {}, **fidelity.compare(reference, generated, [0, 255])}], 3000, 1.0)
     advice = fidelity.remedies(card)
     assert "fraction_penalty=3000" in advice[0]
     # vf fails with it: its sentence keeps the rest of its advice and does not name the setting twice
-    assert advice[1].startswith("Phase fractions: the same setting") and "patch_edges" in advice[1]
+    assert advice[1].startswith("Phase fractions:") and "fraction_calibration=true" in advice[1]
+    assert "the fraction penalty above" in advice[1]
     assert sum("fraction_penalty" in a for a in advice) == 1
     # Chords off: train longer / on the stack; a passing card has no advice.
     generated = {**reference, "mean_chord": np.array([9.5, 8.0])}
