@@ -789,7 +789,8 @@ class Run:
 
     @torch.no_grad()
     def write_samples(self):
-        """x, y, z centre slices of one volume per trained attribute value, side by side, as PNG."""
+        """x, y, z centre slices of one volume per trained attribute value, side by side, as PNG (n-phase: the
+        labels of the exported model, fraction calibration included)."""
         z = torch.randn((1, self.model_config.z_channels, 4, 4, 4),
                         generator=torch.Generator().manual_seed(SAMPLE_SEED)).to(self.device)
         seen = set()
@@ -798,7 +799,12 @@ class Run:
             if key in seen:
                 continue
             seen.add(key)
-            volume = self.G_average(z, torch.tensor(row[None], device=self.device))[0].float().cpu()
+            attrs = torch.tensor(row[None], device=self.device)
+            if self.model_config.image_type == "n-phase":   # what the run exports: with its fraction calibration
+                logits = self.G_average(z, attrs, activate=False)[0].float()
+                volume = (logits + self.phase_offset.to(logits.device).view(-1, 1, 1, 1)).cpu()
+            else:
+                volume = self.G_average(z, attrs)[0].float().cpu()
             image = _slices_to_rgb(volume, self.model_config.image_type)
             label = "_".join(f"{n}={v:g}" for n, v in zip(self.model_config.attribute_names, key)) or "sample"
             buffer = _png_bytes(image)

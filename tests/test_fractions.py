@@ -102,6 +102,20 @@ def test_a_run_exports_its_calibration_and_load_model_applies_it(tiny_specs, tmp
     from slicegan_core.cli import main
     assert main(["info", str(run_dir / "model")]) == 0
     assert "fractions   calibrated to the training images' (phase offsets on the logits: " in capsys.readouterr().out
+    # the Train page's sample images show the exported (calibrated) model's labels, not the uncalibrated G's
+    from PIL import Image
+    from slicegan_core.train import SAMPLE_SEED, _slices_to_rgb
+    z = torch.randn((1, model.config.z_channels, 4, 4, 4), generator=torch.Generator().manual_seed(SAMPLE_SEED))
+    differs = []
+    for spec in tiny_specs:
+        alpha = spec.attrs["alpha"]
+        with torch.no_grad():
+            exported = model.generator(z, torch.tensor([[alpha]]), activate=False)[0]
+            uncalibrated = exported - model.generator.phase_offset.view(-1, 1, 1, 1)
+        sample = np.asarray(Image.open(run_dir / "samples" / f"latest_alpha={alpha:g}.png").convert("RGB"))
+        assert np.array_equal(sample, _slices_to_rgb(exported, "n-phase"))
+        differs.append(not np.array_equal(sample, _slices_to_rgb(uncalibrated, "n-phase")))
+    assert any(differs)
     # the checkpoint's generators stay uncalibrated: training never sees the offset
     from slicegan_core.storage import load_tensors
     tensors, _ = load_tensors(run_dir / "checkpoint.safetensors")
