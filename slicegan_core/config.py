@@ -220,7 +220,8 @@ class TrainConfig:
     # own face-connected pieces of at most island_max_voxels voxels (pieces touching the volume's faces left
     # out), each voxel adding max(0, its logit margin + 1), the margin being its phase's logit minus the
     # runner-up's, so the gradient is the same on a confident speck as on an uncertain one and zero
-    # everywhere else (train.speck_margins). island_view "3d" only.
+    # everywhere else (train.speck_margins); with island_view "slices", the 2D pieces of at most
+    # island_max_voxels pixels of the slices across each axis instead.
     island_loss: str = "expected"
     # Steps over which the island penalty's weight rises linearly from 0 to full; 0 = full from the start.
     # A freshly initialised generator's output is all speckle, and a strong penalty on it can outweigh the
@@ -302,10 +303,9 @@ class TrainConfig:
             raise ValueError(f"island_view must be \"3d\" or \"slices\", got {self.island_view!r}.")
         if self.island_loss not in ("expected", "margin"):
             raise ValueError(f"island_loss must be \"expected\" or \"margin\", got {self.island_loss!r}.")
-        if self.island_loss == "margin" and self.island_view != "3d":
-            raise ValueError("island_loss \"margin\" counts 3D pieces; set island_view to \"3d\".")
-        if self.island_view == "slices" and self.island_max_voxels != 1:
-            raise ValueError("island_view \"slices\" counts one-pixel islands; set island_max_voxels to 1.")
+        if self.island_view == "slices" and self.island_max_voxels != 1 and self.island_loss != "margin":
+            raise ValueError("island_view \"slices\" counts one-pixel islands; set island_max_voxels to 1 "
+                             "(or island_loss \"margin\", which counts 2D pieces of up to island_max_voxels).")
         if self.island_penalty is None and self.island_penalty_high is not None:
             raise ValueError("island_penalty_high needs a number for island_penalty (its weight at the bottom of "
                              "the range); the automatic island_penalty (None) sets its weights from the data.")

@@ -290,42 +290,58 @@ def island_count(logits: torch.Tensor, cfg: TrainConfig, phase_weights: torch.Te
     on softmax(logits / island_temperature), islands of up to 2 voxels (3D or one-pixel islands of slices,
     :func:`expected_islands`) or voxels of specks of 3-7 voxels (:func:`expected_speck_voxels`)."""
     if cfg.island_loss == "margin":
-        return speck_margins(logits, cfg.island_max_voxels, phase_weights)
+        return speck_margins(logits, cfg.island_max_voxels, phase_weights, view=cfg.island_view)
     softened = torch.softmax(logits.float() / cfg.island_temperature, dim=1)
     if cfg.island_max_voxels >= 3:
         return expected_speck_voxels(softened, cfg.island_max_voxels, phase_weights)
     return expected_islands(softened, cfg.island_max_voxels, phase_weights, cfg.island_view)
 
 
-def speck_mask(labels: np.ndarray, max_voxels: int) -> np.ndarray:
-    """Voxels of (B, D, H, W) phase labels that lie in a face-connected piece of their phase of at most
-    ``max_voxels`` voxels not touching the volume's faces (a piece there may be part of a larger one outside
-    the volume) -> bool (B, D, H, W)."""
+def speck_mask(labels: np.ndarray, max_voxels: int, view: str = "3d") -> np.ndarray:
+    """Voxels of (B, D, H, W) phase labels that lie in a small piece of their phase -> bool (B, D, H, W).
+    ``view`` "3d": face-connected pieces of at most ``max_voxels`` voxels not touching the volume's faces (a
+    piece there may be part of a larger one outside the volume); "slices": 2D pieces (edge-connected) of at most
+    ``max_voxels`` pixels of the slices across any of the three axes, not touching the slice's edges."""
     from skimage.measure import label
     mask = np.zeros(labels.shape, dtype=bool)
     for b, volume in enumerate(labels):
-        # one pass labels every phase's face-connected pieces (as the island measures count them)
-        pieces = label(volume, background=-1, connectivity=1)
-        sizes = np.bincount(pieces.ravel())
-        small = sizes <= max_voxels
-        small[0] = False
-        for face in (pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1], pieces[:, :, 0], pieces[:, :, -1]):
-            small[face] = False
-        mask[b] = small[pieces]
+        if view == "3d":
+            # one pass labels every phase's face-connected pieces (as the island measures count them)
+            pieces = label(volume, background=-1, connectivity=1)
+            sizes = np.bincount(pieces.ravel())
+            small = sizes <= max_voxels
+            small[0] = False
+            for face in (pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1], pieces[:, :, 0], pieces[:, :, -1]):
+                small[face] = False
+            mask[b] = small[pieces]
+            continue
+        for axis in range(3):
+            stack = np.moveaxis(volume, axis, 0).astype(np.int16)             # (slices, h, w)
+            n, h, w = stack.shape
+            # the slices one below the other with a separator row between them: one 2D labelling for all
+            tall = np.full((n, h + 1, w), -1, np.int16)
+            tall[:, :h] = stack
+            pieces = label(tall.reshape(n * (h + 1), w), background=-1, connectivity=1).reshape(n, h + 1, w)[:, :h]
+            sizes = np.bincount(pieces.ravel())
+            small = sizes <= max_voxels
+            small[0] = False
+            for edge in (pieces[:, 0], pieces[:, -1], pieces[:, :, 0], pieces[:, :, -1]):
+                small[edge] = False
+            mask[b] |= np.moveaxis(small[pieces], 0, axis)
     return mask
 
 
 def speck_margins(logits: torch.Tensor, max_voxels: int = 2,
-                  phase_weights: torch.Tensor | None = None, floor: float = 1.0) -> torch.Tensor:
+                  phase_weights: torch.Tensor | None = None, floor: float = 1.0, view: str = "3d") -> torch.Tensor:
     """island_loss "margin": per thousand voxels of each of (B, C, D, H, W) logits -> (B,), the sum over the
     voxels of the argmax volume's small pieces (:func:`speck_mask`) of max(0, margin + ``floor``), margin = the
     voxel's phase's logit minus the largest other logit, times its phase's weight (``phase_weights`` (C,)).
     Where ``expected_islands`` pushes on every uncertain voxel and barely on a confident speck, this pushes only
     on specks, equally hard however confident: each unit of weight lowers a speck voxel's margin at the same
-    rate until it flips to its runner-up phase (then it leaves the mask)."""
+    rate until it flips to its runner-up phase (then it leaves the mask). ``view`` as :func:`speck_mask`."""
     values = logits.float()
     labels = values.argmax(dim=1)
-    mask = torch.from_numpy(speck_mask(labels.cpu().numpy().astype(np.uint8), max_voxels)).to(values.device)
+    mask = torch.from_numpy(speck_mask(labels.cpu().numpy().astype(np.uint8), max_voxels, view)).to(values.device)
     own = values.gather(1, labels.unsqueeze(1)).squeeze(1)
     others = values.scatter(1, labels.unsqueeze(1), float("-inf")).amax(dim=1)
     hinge = torch.relu(own - others + floor) * mask

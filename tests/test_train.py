@@ -516,8 +516,19 @@ def test_speck_margins_push_only_on_small_pieces_and_as_hard_on_confident_ones(t
     assert counted.item() == pytest.approx((21.0 + 4 * 1.5) * per_thousand)
     with pytest.raises(ValueError, match="island_loss"):
         TrainConfig(island_loss="hinge")
-    with pytest.raises(ValueError, match="island_view"):
-        TrainConfig(island_loss="margin", island_view="slices")
+    # the slices' view: 2D pieces of any axis's slices. The plaquette is a 4-pixel piece across one axis and
+    # 2-pixel ones across the other two; every slice of the block shows 6 or 9 pixels; the voxel on the
+    # volume's face is a one-pixel piece inside the slice x = 0 (only a slice's own edges leave pieces out)
+    sliced = train_module.speck_mask(labels, 2, view="slices")
+    assert sliced[0, 3, 3, 3] and sliced[0, 3:5, 8:10, 3].all() and not sliced[0, 8:11, 8:10, 8:10].any()
+    assert sliced[0, 0, 5, 5] and sliced.sum() == 6
+    assert not train_module.speck_mask(labels, 1, view="slices")[0, 3:5, 8:10, 3].any()
+    ridge = np.zeros((1, 16, 16, 16), np.int64)
+    ridge[0, 5:12, 7, 5:12] = 1                 # a one-voxel-thin plate: a 7-pixel rod in the slices across x and z
+    assert train_module.speck_mask(ridge, 7, view="slices")[0, 5:12, 7, 5:12].all()
+    assert not train_module.speck_mask(ridge, 6, view="slices").any()
+    assert not train_module.speck_mask(ridge, 7, view="3d").any()
+    TrainConfig(island_loss="margin", island_view="slices", island_max_voxels=4)
     run_dir = train(_skewed_specs(tmp_path), tmp_path / "run", preset_name="tiny", steps=2, island_penalty=5.0,
                     island_loss="margin", island_max_voxels=7)
     assert json.loads((run_dir / "config.json").read_text())["train"]["island_loss"] == "margin"
