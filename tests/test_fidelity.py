@@ -154,7 +154,8 @@ def test_a_failed_verdict_names_the_setting_that_moved_each_failed_statistic():
     advice = fidelity.remedies(card)
     assert len(advice) == 2
     assert "fraction_calibration=true" in advice[0] and "fraction_penalty=3000" in advice[0]
-    assert advice[1].startswith("Small islands in phase 0,") and "island_view" in advice[1]
+    assert advice[1].startswith("Small islands in phase 0,") and "island_loss='\"margin\"'" in advice[1]
+    assert "island_view='\"slices\"'" in advice[1]
     level, text = fidelity.banner(card)
     assert level == "fail" and "fraction_calibration" in text and "island_view" in text
     # A vanished phase (kept fails too): the fraction penalty, which keeps a rare phase.
