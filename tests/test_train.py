@@ -516,6 +516,8 @@ def test_speck_margins_push_only_on_small_pieces_and_as_hard_on_confident_ones(t
     assert counted.item() == pytest.approx((21.0 + 4 * 1.5) * per_thousand)
     with pytest.raises(ValueError, match="island_loss"):
         TrainConfig(island_loss="hinge")
+    with pytest.raises(ValueError, match="needs a number for island_penalty"):
+        TrainConfig(island_loss="margin", island_penalty=None)
     # the slices' view: 2D pieces of any axis's slices. The plaquette is a 4-pixel piece across one axis and
     # 2-pixel ones across the other two; every slice of the block shows 6 or 9 pixels; the voxel on the
     # volume's face is a one-pixel piece inside the slice x = 0 (only a slice's own edges leave pieces out)
