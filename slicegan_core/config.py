@@ -306,7 +306,7 @@ class TrainConfig:
         if self.island_loss == "margin" and self.island_penalty is None:
             # the automatic weights are scaled for the expected count; the margin count is ~50-500x larger
             raise ValueError("island_loss \"margin\" needs a number for island_penalty (the automatic weights are "
-                             "for the expected count): 0.03 met every goal on a SOFC anode with island_view "
+                             "for the expected count): 0.03 worked on a SOFC anode with island_view "
                              "\"slices\" and island_max_voxels 4.")
         if self.island_view == "slices" and self.island_max_voxels != 1 and self.island_loss != "margin":
             raise ValueError("island_view \"slices\" counts one-pixel islands; set island_max_voxels to 1 "

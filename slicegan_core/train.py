@@ -168,7 +168,7 @@ ISLAND_WARMUP_SLICES = 1000  # steps the slice count's weight ramps in over (isl
 ISLAND_SPARSE = 500.0      # small 2D islands per million pixels of a phase at or below which it gets the full weight
 ISLAND_DENSE = 1_000.0     # at or above which it gets none, and no phase gets any (the data has real small features)
 # What a failed verdict advises for small islands in a phase whose training images have few: the margin penalty
-# on the slices' small pieces, at the weight that met every goal on the SOFC anode (docs/real-micrographs.md).
+# on the slices' small pieces, at the weight measured on the SOFC anode (docs/real-micrographs.md).
 ISLAND_MARGIN_ADVICE = ("--set island_loss='\"margin\"' --set island_view='\"slices\"' --set island_max_voxels=4 "
                         "--set island_penalty=0.03")
 
