@@ -307,17 +307,23 @@ def speck_mask(labels: np.ndarray, max_voxels: int, view: str = "3d") -> np.ndar
     piece there may be part of a larger one outside the volume); "slices": 2D pieces (edge-connected) of at most
     ``max_voxels`` pixels of the slices across any of the three axes, not touching the slice's edges."""
     from skimage.measure import label
+
+    def small(pieces, borders):
+        """Per voxel of ``pieces`` (labels of one labelling): is its piece at most ``max_voxels`` and off
+        ``borders`` (the faces or slice edges, where a piece may continue outside)?"""
+        keep = np.bincount(pieces.ravel()) <= max_voxels
+        keep[0] = False
+        for border in borders:
+            keep[border] = False
+        return keep[pieces]
+
     mask = np.zeros(labels.shape, dtype=bool)
     for b, volume in enumerate(labels):
         if view == "3d":
             # one pass labels every phase's face-connected pieces (as the island measures count them)
             pieces = label(volume, background=-1, connectivity=1)
-            sizes = np.bincount(pieces.ravel())
-            small = sizes <= max_voxels
-            small[0] = False
-            for face in (pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1], pieces[:, :, 0], pieces[:, :, -1]):
-                small[face] = False
-            mask[b] = small[pieces]
+            mask[b] = small(pieces, (pieces[0], pieces[-1], pieces[:, 0], pieces[:, -1], pieces[:, :, 0],
+                                     pieces[:, :, -1]))
             continue
         for axis in range(3):
             stack = np.moveaxis(volume, axis, 0).astype(np.int16)             # (slices, h, w)
@@ -326,12 +332,8 @@ def speck_mask(labels: np.ndarray, max_voxels: int, view: str = "3d") -> np.ndar
             tall = np.full((n, h + 1, w), -1, np.int16)
             tall[:, :h] = stack
             pieces = label(tall.reshape(n * (h + 1), w), background=-1, connectivity=1).reshape(n, h + 1, w)[:, :h]
-            sizes = np.bincount(pieces.ravel())
-            small = sizes <= max_voxels
-            small[0] = False
-            for edge in (pieces[:, 0], pieces[:, -1], pieces[:, :, 0], pieces[:, :, -1]):
-                small[edge] = False
-            mask[b] |= np.moveaxis(small[pieces], 0, axis)
+            mask[b] |= np.moveaxis(small(pieces, (pieces[:, 0], pieces[:, -1], pieces[:, :, 0], pieces[:, :, -1])),
+                                   0, axis)
     return mask
 
 
