@@ -266,6 +266,7 @@ def _start_processes(args, argv: list[str]) -> int:
         return 0
     if args.command == "train":
         from .config import preset
+        check_voxel_size(args.voxel_size, "--voxel-size")   # before N processes start, not in each of them
         model_fields, train_fields = preset(args.preset, **_train_overrides(args))
         check_batch_split(train_fields, model_fields["patch_size"], processes, model_fields.get("critic_planes", 1))
     else:

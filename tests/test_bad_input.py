@@ -138,7 +138,7 @@ CASES = [
 
 # Cases run through a real subprocess (the rest call the CLI's entry point in this process, which is the same
 # code without the ~2 s of starting Python and torch each time): one per command that reads a file, and two
-# with --nproc, which starts torchrun (an error found after the processes started, and one found as they start).
+# with --nproc (an error found after torchrun started the processes, and one found before it starts them).
 SUBPROCESS = {"two-processes-bad-data", "two-processes-voxel-size-0", "pickled-objects", "resume-corrupt-config", "out-is-a-directory",
               "synth-fractions-text", "evaluate-greyscale-photo", "match-uncalibrated-model"}
 
