@@ -181,12 +181,12 @@ def test_bad_input_gets_one_sentence_and_status_2(case, argv, named, files, run_
     assert not any(p.name.startswith("v.") for p in tmp_path.iterdir())
 
 
-def test_a_failed_start_can_be_retried_in_the_same_directory(training_volumes, tmp_path):
-    bad = run_cli(["train", "--data", training_volumes[0][0], "--preset", "tiny", "--run-dir", tmp_path / "run",
-                   "--set", "threads=-1"], cwd=tmp_path)
+def test_a_failed_start_can_be_retried_in_the_same_directory(training_volumes, tmp_path, capsys, monkeypatch):
+    bad = run_in_process(["train", "--data", training_volumes[0][0], "--preset", "tiny", "--run-dir",
+                          tmp_path / "run", "--set", "threads=-1"], tmp_path, capsys, monkeypatch)
     assert bad.returncode == 2
-    good = run_cli(["train", "--data", training_volumes[0][0], "--preset", "tiny", "--run-dir", tmp_path / "run",
-                    "--steps", "1"], cwd=tmp_path)
+    good = run_in_process(["train", "--data", training_volumes[0][0], "--preset", "tiny", "--run-dir",
+                           tmp_path / "run", "--steps", "1"], tmp_path, capsys, monkeypatch)
     assert good.returncode == 0, good.stderr[-3000:]
     lines = good.stdout.strip().splitlines()        # one fidelity line per checkpoint, then the outcome
     assert lines[0].startswith("step 1: fidelity FAIL") and lines[-1].startswith("run finished at step 1")
