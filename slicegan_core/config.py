@@ -199,7 +199,8 @@ class TrainConfig:
     # Weight of train.expected_islands (expected small phase islands per thousand voxels of the fake
     # volumes) in the generator's loss; n-phase only. 0 = off. None = automatic, per phase from the training
     # images' own small 2D islands (train.island_phase_weights): full where the data has no speckle, off where
-    # it is full of real small features.
+    # it is full of real small features (with island_loss "margin": train.ISLAND_WEIGHT_MARGIN in the slices'
+    # view).
     island_penalty: float | None = 0.0
     # Weight at the top of the first attribute's trained range, interpolated linearly from island_penalty at
     # the bottom; None = island_penalty at every value. Wide grain-size distributions really have small
@@ -303,11 +304,12 @@ class TrainConfig:
             raise ValueError(f"island_view must be \"3d\" or \"slices\", got {self.island_view!r}.")
         if self.island_loss not in ("expected", "margin"):
             raise ValueError(f"island_loss must be \"expected\" or \"margin\", got {self.island_loss!r}.")
-        if self.island_loss == "margin" and self.island_penalty is None:
-            # the automatic weights are scaled for the expected count; the margin count is ~50-500x larger
-            raise ValueError("island_loss \"margin\" needs a number for island_penalty (the automatic weights are "
-                             "for the expected count): 0.03 worked on a SOFC anode with island_view "
-                             "\"slices\" and island_max_voxels 4.")
+        if self.island_loss == "margin" and self.island_penalty is None and self.island_view != "slices":
+            # the automatic margin weight was measured in the slices' view only (a SOFC anode); the 3D pieces'
+            # count has another scale
+            raise ValueError("island_loss \"margin\" with the automatic island_penalty (None) needs island_view "
+                             "\"slices\"; in the \"3d\" view give island_penalty a number (0.067-1 were tried on "
+                             "the default model's data).")
         if self.island_view == "slices" and self.island_max_voxels != 1 and self.island_loss != "margin":
             raise ValueError("island_view \"slices\" counts one-pixel islands; set island_max_voxels to 1 "
                              "(or island_loss \"margin\", which counts 2D pieces of up to island_max_voxels).")

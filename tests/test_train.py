@@ -516,8 +516,9 @@ def test_speck_margins_push_only_on_small_pieces_and_as_hard_on_confident_ones(t
     assert counted.item() == pytest.approx((21.0 + 4 * 1.5) * per_thousand)
     with pytest.raises(ValueError, match="island_loss"):
         TrainConfig(island_loss="hinge")
-    with pytest.raises(ValueError, match="needs a number for island_penalty"):
-        TrainConfig(island_loss="margin", island_penalty=None)
+    with pytest.raises(ValueError, match="needs island_view"):
+        TrainConfig(island_loss="margin", island_penalty=None)       # the automatic weight is the slices' view's
+    TrainConfig(island_loss="margin", island_penalty=None, island_view="slices", island_max_voxels=4)
     # the slices' view: 2D pieces of any axis's slices. The plaquette is a 4-pixel piece across one axis and
     # 2-pixel ones across the other two; every slice of the block shows 6 or 9 pixels; the voxel on the
     # volume's face is a one-pixel piece inside the slice x = 0 (only a slice's own edges leave pieces out)
@@ -612,6 +613,13 @@ def test_automatic_island_penalty_weighs_each_phase_by_the_speckle_its_training_
     sliced = _run([DatasetSpec(paths=(paths[0],), attrs={"alpha": ALPHAS[0]})], tmp_path / "s", "cpu",
                   island_view="slices")
     assert sliced.island_phase_weights.tolist() == pytest.approx([train_module.ISLAND_WEIGHT_SLICES] * 2)
+    # The margin on the slices' small pieces has its own full weight, by the same rule; off where the data is
+    # full of small features.
+    margin = _run([DatasetSpec(paths=(paths[0],), attrs={"alpha": ALPHAS[0]})], tmp_path / "m", "cpu",
+                  island_view="slices", island_loss="margin", island_max_voxels=4)
+    assert margin.island_phase_weights.tolist() == pytest.approx([train_module.ISLAND_WEIGHT_MARGIN] * 2)
+    assert _run([DatasetSpec(paths=(p,), attrs={"alpha": a}) for p, a in zip(paths, ALPHAS)], tmp_path / "mb",
+                "cpu", island_view="slices", island_loss="margin", island_max_voxels=4).island_phase_weights is None
     # A number weighs every phase alike (the default model's recipes); 0 is off.
     assert _run([DatasetSpec(paths=(paths[1],), attrs={"alpha": ALPHAS[0]})], tmp_path / "c",
                 island_penalty=4.0).island_phase_weights.tolist() == [1.0, 1.0]
