@@ -352,6 +352,11 @@ PRESETS: dict[str, tuple[dict, dict]] = {
 }
 
 
+# Training fields whose None is a setting of its own (automatic, all slices), not "not given": their annotation
+# admits None.
+NONE_MEANS_SOMETHING = frozenset(f.name for f in dataclasses.fields(TrainConfig) if "None" in str(f.type))
+
+
 def check_voxel_size(value, what: str = "voxel_size_um"):
     """``value`` (micrometres) if it is None or a finite number > 0, else a ValueError naming ``what``: a voxel
     size is checked where it enters, so no run or export carries one that generate and info would refuse."""
@@ -363,14 +368,16 @@ def check_voxel_size(value, what: str = "voxel_size_um"):
 
 
 def preset(name: str, **overrides) -> tuple[dict, dict]:
-    """Return (model_fields, train_fields) of a named preset with ``overrides`` applied to either part."""
+    """Return (model_fields, train_fields) of a named preset with ``overrides`` applied to either part. None
+    sets a field whose None means something (``island_penalty`` None = automatic, ``slices_per_axis`` None =
+    all slices) and leaves any other field at the preset's value (an option not given)."""
     if name not in PRESETS:
         raise ValueError(f"Unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
     model_fields, train_fields = (dict(part) for part in PRESETS[name])
     model_names = {f.name for f in dataclasses.fields(ModelConfig)}
     train_names = {f.name for f in dataclasses.fields(TrainConfig)}
     for key, value in overrides.items():
-        if value is None:
+        if value is None and key not in NONE_MEANS_SOMETHING:
             continue
         if key in model_names:
             model_fields[key] = value

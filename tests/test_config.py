@@ -46,6 +46,15 @@ def test_unknown_preset_and_option_are_refused():
         preset("cpu", learning_rate=1e-3)
 
 
+def test_none_sets_a_field_whose_none_is_a_setting_and_leaves_the_others():
+    # --set slices_per_axis=null on the cpu preset (4) means all slices; --set island_penalty=null on the
+    # paper preset (0) the automatic weights; steps=None (an option not given) keeps the preset's 3,000
+    _, fields = preset("cpu", slices_per_axis=None, steps=None)
+    assert fields["slices_per_axis"] is None and fields["steps"] == 3000
+    assert preset("paper", island_penalty=None)[1]["island_penalty"] is None
+    assert TrainConfig(**preset("paper", island_penalty=None)[1]).island_penalty is None
+
+
 @pytest.mark.parametrize("patch_size", [8, 48, 100])
 def test_patch_size_must_be_a_power_of_two_of_at_least_16(patch_size):
     with pytest.raises(ValueError, match=f"patch_size must be a power of two >= 16 \\(got {patch_size}\\)"):
