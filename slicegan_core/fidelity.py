@@ -317,7 +317,7 @@ def remedies(card_: dict) -> list[str]:
         advice.append(f"Small islands in phase {', '.join(sparse)}, whose training images have few: "
                       f"retrain with {ISLAND_MARGIN_ADVICE}, which pushes only on the small 2D pieces of the "
                       "slices, the one-pixel cut ends of thin features included (on a SOFC anode it met the "
-                      "islands goal in one of two training runs and beat the defaults in both, "
+                      "islands goal in one of three training runs and came within 7 % of it in the others, "
                       "docs/real-micrographs.md, \"The SOFC anode's islands: a penalty on the small pieces' "
                       "margins\"); compare the surface afterwards.")
     # Spheres' pores came out too thick with fewer small islands than their slice: the automatic penalty was
