@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field
 
 CONDITIONINGS = ("none", "channel", "projection")
-OUTPUT_LAYERS = ("transposed", "upsample")
+OUTPUT_LAYERS = ("transposed", "upsample", "upsample_conv")
 MAX_WIDTH = 4096        # channels of one layer; wider networks do not fit any GPU at 64^3
 MAX_SEED = 2 ** 63 - 1  # what torch.manual_seed and numpy's generators accept
 
@@ -107,7 +107,10 @@ class ModelConfig:
     # conv to per-phase logits on the last feature grid, then trilinear x2 upsampling). Stride-2 transposed
     # convs can give the output a 2-voxel checkerboard; interpolated logits cannot. On the default model's
     # data it reached the chord statistics in about a quarter of the steps (docs/default-model.md). Same
-    # output edge and reach, so tiling stays exact; training time about the same.
+    # output edge and reach, so tiling stays exact; training time about the same. "upsample_conv": the last
+    # feature grid upsampled x2 (trilinear), then a 3x3x3 conv to the logits, so that the network, not a fixed
+    # interpolation, places each voxel's logits (a screen, not a preset's: 2.3x the cpu preset's step time;
+    # docs/default-model.md, "Open problems"). Same reach; tiling matches a single pass to float rounding.
     output_layer: str = "transposed"
     # What one critic input is: 1 = a 2D slice (SliceGAN); 3 = a slice with its two neighbours along the axis,
     # as 3 x C channels, for 3D-stack training data only (a 2D image has no neighbouring slices). A slice alone

@@ -495,7 +495,7 @@ class Model:
         peak = 0
         for index, width in enumerate([*config.g_widths, config.n_channels]):
             last = index == len(config.g_widths)
-            if last and config.output_layer == "upsample":
+            if last and config.output_layer in ("upsample", "upsample_conv"):
                 break
             edges = [2 * e - 2 if not last else 2 * e - 4 for e in edges]
             after = elem * width * math.prod(edges)
@@ -511,6 +511,14 @@ class Model:
             peak = max(peak, elem * grid + (4 * grid if elem == 2 else 0) + 4 * 8 * grid
                        + (2 * 8 * grid if elem == 2 else 0))
             edges = [2 * e for e in edges]                       # the 2-voxel crop is a view
+        elif config.output_layer == "upsample_conv":
+            fine = 8 * math.prod(edges)                          # voxels of the x2 feature grid
+            # float32 copy of the features, their x2 interpolation in float32 and its cast back; then the 3x3x3
+            # conv's output beside its input (not measured: counted like a transposed conv's, 3 x its output)
+            peak = max(peak, before + 4 * channels * math.prod(edges) + 4 * channels * fine
+                       + elem * channels * fine)
+            peak = max(peak, elem * channels * fine + 3 * elem * n_out * fine)
+            edges = [2 * e for e in edges]                       # the 1-voxel crop is a view
         voxels = math.prod(edges)
         logits = elem * n_out * voxels
         if probabilities or self.image_type != "n-phase":

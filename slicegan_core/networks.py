@@ -82,7 +82,8 @@ class StyleMLP(nn.Module):
 class Generator(nn.Module):
     """SliceGAN generator: ConvTranspose3d stack (kernel 4, stride 2, padding 2,...,2,3), AdaIN after every
     transposed conv but the last; softmax output for n-phase, sigmoid otherwise. With ``output_layer =
-    "upsample"`` the last layer is a 1x1x1 conv followed by trilinear x2 upsampling of the logits.
+    "upsample"`` the last layer is a 1x1x1 conv followed by trilinear x2 upsampling of the logits; with
+    ``"upsample_conv"`` trilinear x2 upsampling of the last features followed by a 3x3x3 conv.
 
     A latent z of edge L gives a volume of edge ``voxels_per_latent * (L - 2)`` (4 -> 64 for the 64 preset).
     """
@@ -97,6 +98,8 @@ class Generator(nn.Module):
             for c_in, c_out, pad in zip(widths[:-2], widths[1:-1], paddings[:-1]))
         if config.output_layer == "upsample":
             self.convs.append(nn.Conv3d(widths[-2], widths[-1], kernel_size=1, bias=False))
+        elif config.output_layer == "upsample_conv":
+            self.convs.append(nn.Conv3d(widths[-2], widths[-1], kernel_size=3, bias=False))
         else:
             self.convs.append(nn.ConvTranspose3d(widths[-2], widths[-1], kernel_size=4, stride=2,
                                                  padding=paddings[-1], bias=False))
@@ -128,10 +131,14 @@ class Generator(nn.Module):
         styles = self.style(normalise_attributes(attrs, self.config))
         x = z
         for i, conv in enumerate(self.convs):
+            if i == len(self.convs) - 1 and self.config.output_layer == "upsample_conv":
+                x = _upsample_features(x)
             x = conv(x)
             if i == len(self.convs) - 1:
                 if self.config.output_layer == "upsample":
                     x = _upsample_logits(x)
+                elif self.config.output_layer == "upsample_conv":
+                    x = x[:, :, 1:-1, 1:-1, 1:-1]
                 x = x + self.phase_offset.view(1, -1, 1, 1, 1).to(x.dtype)
                 break
             layer_stats = stats[i] if stats is not None else self.adain.statistics(x)
@@ -145,6 +152,13 @@ class Generator(nn.Module):
         if self.config.image_type == "n-phase":
             return torch.softmax(logits.float(), dim=1)
         return torch.sigmoid(logits.float())
+
+
+def _upsample_features(features: torch.Tensor) -> torch.Tensor:
+    """(B, F, n, n', n'') -> (B, F, 2n, ...): trilinear x2 of the last feature grid (``"upsample_conv"``), whose
+    3x3x3 conv then places the logits per voxel (a learned upsampling filter, not a fixed trilinear one)."""
+    return F.interpolate(features.float(), scale_factor=2, mode="trilinear",
+                         align_corners=False).to(features.dtype)
 
 
 def _upsample_logits(logits: torch.Tensor) -> torch.Tensor:

@@ -72,8 +72,8 @@ def test_generator_turns_a_4_cubed_latent_into_a_patch(name):
     assert torch.allclose(out.sum(dim=1), torch.ones(()), atol=1e-5) and (out >= 0).all()
 
 
-@pytest.mark.parametrize("output_layer", ["transposed", "upsample"])
-def test_both_output_layers_make_a_patch_of_probabilities(output_layer):
+@pytest.mark.parametrize("output_layer", ["transposed", "upsample", "upsample_conv"])
+def test_every_output_layer_makes_a_patch_of_probabilities(output_layer):
     config = config_of("cpu", output_layer=output_layer)
     generator = build(Generator, config)
     z = torch.randn((1, config.z_channels, 5, 4, 6), generator=seeded())
