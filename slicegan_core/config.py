@@ -355,9 +355,10 @@ PRESETS: dict[str, tuple[dict, dict]] = {
 }
 
 
-# Training fields whose None is a setting of its own (automatic, all slices), not "not given": their annotation
-# admits None.
-NONE_MEANS_SOMETHING = frozenset(f.name for f in dataclasses.fields(TrainConfig) if "None" in str(f.type))
+# Training fields whose None is a setting of its own (automatic, all slices), not "not given": their type
+# admits None (read as _check_types reads it).
+NONE_MEANS_SOMETHING = frozenset(name for name, hint in typing.get_type_hints(TrainConfig).items()
+                                 if type(None) in typing.get_args(hint))
 
 
 def check_voxel_size(value, what: str = "voxel_size_um"):
