@@ -225,7 +225,10 @@ class TrainConfig:
     # out), each voxel adding max(0, its logit margin + 1), the margin being its phase's logit minus the
     # runner-up's, so the gradient is the same on a confident speck as on an uncertain one and zero
     # everywhere else (train.speck_margins); with island_view "slices", the 2D pieces of at most
-    # island_max_voxels pixels of the slices across each axis instead.
+    # island_max_voxels pixels of the slices across each axis instead. "auto" (the cpu preset's): with the
+    # automatic island_penalty, "margin" on the slices' pieces of up to 4 pixels where every phase of the
+    # training images has some real small islands (at least train.ISLAND_MARGIN_FROM per million of its pixels),
+    # else "expected" in island_view (train.resolve_island_loss; it sets view and piece size with the margin).
     island_loss: str = "expected"
     # Steps over which the island penalty's weight rises linearly from 0 to full; 0 = full from the start.
     # A freshly initialised generator's output is all speckle, and a strong penalty on it can outweigh the
@@ -305,8 +308,8 @@ class TrainConfig:
             raise ValueError(f"patch_edges must be \"inside\" or \"mirror\", got {self.patch_edges!r}.")
         if self.island_view not in ("3d", "slices"):
             raise ValueError(f"island_view must be \"3d\" or \"slices\", got {self.island_view!r}.")
-        if self.island_loss not in ("expected", "margin"):
-            raise ValueError(f"island_loss must be \"expected\" or \"margin\", got {self.island_loss!r}.")
+        if self.island_loss not in ("expected", "margin", "auto"):
+            raise ValueError(f"island_loss must be \"expected\", \"margin\" or \"auto\", got {self.island_loss!r}.")
         if self.island_loss == "margin" and self.island_penalty is None and self.island_view != "slices":
             # the automatic margin weight was measured in the slices' view only (a SOFC anode); the 3D pieces'
             # count has another scale
@@ -337,16 +340,17 @@ PRESETS: dict[str, tuple[dict, dict]] = {
     # for the generator step, conditional critic, a normalised code (the seed's raw alpha*ones gives the MLP
     # almost no signal over [0.15, 0.6]) and the upsample output layer (no stride-2 checkerboard). The last
     # two settings cut small phase islands (docs/default-model.md, "Clean structure"). The island penalty's
-    # weights come from the data, and the real patches are flipped and turned and may reach past the image's
-    # edges, mirrored, so that the critics see the image's phase fractions; the exported model's phase fractions
-    # are calibrated to the training images' (slicegan_core.fractions; docs/real-micrographs.md).
+    # weights and what it counts come from the data, and the real patches are flipped and turned and may reach
+    # past the image's edges, mirrored, so that the critics see the image's phase fractions; the exported
+    # model's phase fractions are calibrated to the training images' (slicegan_core.fractions;
+    # docs/real-micrographs.md).
     "cpu": (dict(patch_size=64, z_channels=16, g_widths=(128, 64, 32, 16), d_widths=(16, 32, 64, 128),
                  code_normalisation="range", sigma_activation="softplus", critic_conditioning="channel",
                  output_layer="upsample"),
             dict(batch_size=4, critic_steps=3, lr_g=5e-4, lr_d=5e-4, slices_per_axis=4,
                  generator_slices_per_axis=64, steps=3000,
                  checkpoint_every=100, ema_decay=0.999, island_penalty=None, island_temperature=4.0,
-                 augment=True, patch_edges="mirror", fraction_calibration=True)),
+                 island_loss="auto", augment=True, patch_edges="mirror", fraction_calibration=True)),
     # For tests and smoke runs: 32^3 volumes, tiny widths; trains a step in well under a second.
     "tiny": (dict(patch_size=32, z_channels=8, g_widths=(32, 16, 8), d_widths=(8, 16, 32),
                   mlp_width=32, code_dim=32, critic_conditioning="channel"),

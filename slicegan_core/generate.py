@@ -560,7 +560,8 @@ class Model:
 
 
 def _argmax_channels(scores: torch.Tensor) -> torch.Tensor:
-    """argmax over the channel axis of (C, D, H, W) as uint8 (D, H, W). Element-wise passes over the C
+    """argmax over the first axis of (C, ...) as uint8 (...), e.g. (C, D, H, W) -> (D, H, W); the first of equal
+    maxima, as ``argmax`` takes. Element-wise passes over the C
     channels: ~10x faster on the CPU than ``argmax(0)``, whose reduction strides across whole channels."""
     best = scores[0].clone()
     index = torch.zeros(best.shape, dtype=torch.uint8, device=scores.device)

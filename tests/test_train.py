@@ -620,12 +620,35 @@ def test_automatic_island_penalty_weighs_each_phase_by_the_speckle_its_training_
     assert margin.island_phase_weights.tolist() == pytest.approx([train_module.ISLAND_WEIGHT_MARGIN] * 2)
     assert _run([DatasetSpec(paths=(p,), attrs={"alpha": a}) for p, a in zip(paths, ALPHAS)], tmp_path / "mb",
                 "cpu", island_view="slices", island_loss="margin", island_max_voxels=4).island_phase_weights is None
+    # island_loss "auto" (the cpu preset's): the margin where every phase has some real small islands (here one
+    # one-pixel island in each phase's 2,048 pixels: 488 per million), the expected count where one has few.
+    sparse = smooth.copy()
+    sparse[10, 10], sparse[50, 50] = 1, 0
+    np.save(tmp_path / "sparse.npy", sparse)
+    picked = _run([DatasetSpec(paths=(str(tmp_path / "sparse.npy"),), attrs={"alpha": ALPHAS[0]})], tmp_path / "p",
+                  "cpu")
+    assert picked.island_densities == {0: pytest.approx(1e6 / 2048), 1: pytest.approx(1e6 / 2048)}
+    tc = picked.train_config
+    assert (tc.island_loss, tc.island_view, tc.island_max_voxels) == ("margin", "slices", 4)
+    assert picked.island_phase_weights.tolist() == pytest.approx([train_module.ISLAND_WEIGHT_MARGIN] * 2)
+    assert "counts the margins of the slices' pieces of up to 4 px and weights phase 0 0.03" in (
+        train_module.island_message(picked.island_densities, picked.data.phase_values, picked.island_phase_weights,
+                                    tc=tc))
+    assert picked.island_summary() == {"loss": "margin", "view": "slices", "max_voxels": 4,
+                                       "phase_weights": {"0": 0.03, "1": 0.03}}
+    assert smooth_run.train_config.island_loss == "expected" and smooth_run.train_config.island_view == "3d"
+    from slicegan_core.config import TrainConfig, preset
+    resolve = train_module.resolve_island_loss
+    auto = TrainConfig(island_loss="auto", island_penalty=None)
+    assert resolve(auto, {0: 150.0, 1: 800.0}, [0, 1]).island_loss == "margin"
+    assert resolve(auto, {0: 149.0, 1: 800.0}, [0, 1]).island_loss == "expected"
+    assert resolve(dataclasses.replace(auto, island_penalty=2.0), {0: 400.0}, [0]).island_loss == "expected"
+    assert resolve(TrainConfig(island_loss="expected"), {0: 400.0}, [0]).island_loss == "expected"
     # A number weighs every phase alike (the default model's recipes); 0 is off.
     assert _run([DatasetSpec(paths=(paths[1],), attrs={"alpha": ALPHAS[0]})], tmp_path / "c",
                 island_penalty=4.0).island_phase_weights.tolist() == [1.0, 1.0]
     assert _run([DatasetSpec(paths=(paths[1],), attrs={"alpha": ALPHAS[0]})], tmp_path / "d",
                 island_penalty=0.0).island_phase_weights is None
-    from slicegan_core.config import TrainConfig, preset
     # A rare phase (kept by the fraction penalty) turns the automatic island penalty off: it coarsened its specks.
     rare = np.zeros((64, 64), np.uint8)
     rare[:, 32:] = 1
@@ -639,6 +662,7 @@ def test_automatic_island_penalty_weighs_each_phase_by_the_speckle_its_training_
     assert _run([DatasetSpec(paths=(str(tmp_path / "rare.npy"),), attrs={"alpha": ALPHAS[0]})], tmp_path / "f",
                 "cpu", fraction_penalty=0.0).island_phase_weights is not None
     assert preset("cpu")[1]["island_penalty"] is None       # what a user's run gets
+    assert preset("cpu")[1]["island_loss"] == "auto"
     assert preset("cpu")[1]["augment"] is True
     assert preset("cpu")[1]["patch_edges"] == "mirror"      # a small image's edges seen as often as its centre
     with pytest.raises(ValueError, match="island_penalty_high needs a number"):
