@@ -238,7 +238,7 @@ with sidebar.expander(f"Model card: {model.image_type}, {card_title}"):
         lines.append("Synthetic recipe known: the truth is shown under Grain statistics.")
     st.markdown("\n".join(line if line.startswith("- ") else line + "  " for line in lines))
 
-level, verdict_text = fidelity.banner(info.get("verdict"))   # before anything is generated or exported
+level, verdict_text = fidelity.banner(info.get("verdict"), info.get("training"))   # before anything is generated or exported
 if level == "fail":
     st.warning(verdict_text, icon=":material/report:")
 elif level == "partial":

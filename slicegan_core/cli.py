@@ -455,7 +455,7 @@ def cmd_info(args) -> int:
             "training_wall_time_s": model.info.get("training", {}).get("wall_time_s"),
             "fraction_calibration": model.info.get("fraction_calibration")}
     from .fidelity import banner
-    level, text = banner(model.info.get("verdict"))
+    level, text = banner(model.info.get("verdict"), model.info.get("training"))
     card["verdict"] = {"result": level, "summary": text}
     if args.json:
         print(json.dumps(card, indent=2))

@@ -262,9 +262,10 @@ def verdict(model_path, datasets, seeds: int = 2, write: bool = True) -> dict:
     return result
 
 
-def banner(card_: dict | None) -> tuple[str, str]:
+def banner(card_: dict | None, training: dict | None = None) -> tuple[str, str]:
     """(level, one paragraph) for a model's verdict card: level "pass", "partial" (passes for some datasets'
-    attribute values, fails for others), "fail" or "none"."""
+    attribute values, fails for others), "fail" or "none". ``training``: model.json's "training" section, which
+    tailors the advice to what the run already did."""
     if not card_:
         return "none", ("This model has no fidelity verdict (it was not measured against its training images); "
                         "make one with: python -m slicegan_core verdict MODEL --data IMAGE --attr NAME=VALUE.")
@@ -283,12 +284,13 @@ def banner(card_: dict | None) -> tuple[str, str]:
     return ("partial" if where else "fail"), (f"Fidelity verdict{step}: {summary_line(card_).split('; ', 1)[-1]} (distance "
                     f"{card_['distance']}; 0 = identical, 1 = at the tolerance).{where} There, volumes from this "
                     "model differ from its training images by more than the tolerances: train longer, or check "
-                    "those statistics before you rely on them. " + " ".join(remedies(card_))).strip()
+                    "those statistics before you rely on them. " + " ".join(remedies(card_, training))).strip()
 
 
-def remedies(card_: dict) -> list[str]:
+def remedies(card_: dict, training: dict | None = None) -> list[str]:
     """What to retrain with for the statistics outside tolerance, one sentence per kind, each a setting that
-    moved that statistic on the real-micrograph cases (docs/real-micrographs.md)."""
+    moved that statistic on the real-micrograph cases (docs/real-micrographs.md). ``training`` (model.json's
+    "training" section, optional): a setting the run already had is not advised again."""
     from .train import FRACTION_WEIGHT_FIT, ISLAND_MARGIN_ADVICE, ISLAND_SPARSE
     failed = {(phase, name) for d in card_.get("datasets", []) for phase, row in d.get("phases", {}).items()
               for name, entry in row.items() if not entry.get("pass", True)}
@@ -313,7 +315,14 @@ def remedies(card_: dict) -> list[str]:
     # that has thousands per million of its pixels (composite), so it is advised for the former only.
     sparse = sorted({phase for d in card_.get("datasets", []) for phase, row in d.get("phases", {}).items()
                      if not row.get("islands", {}).get("pass", True) and _per_phase_million(row) <= ISLAND_SPARSE})
-    if sparse:
+    island_count = ((training or {}).get("island_penalty") or {}).get("loss")
+    if sparse and island_count == "margin":
+        advice.append(f"Small islands in phase {', '.join(sparse)}, whose training images have few: this run "
+                      "already pushed on them with the margin penalty on the slices' small pieces; on a SOFC anode "
+                      "training runs of the same settings differed by about 7 % of the allowance per phase, so "
+                      "train again with another --set seed=N and compare (docs/real-micrographs.md, \"Which "
+                      "count, from the data\").")
+    elif sparse:
         advice.append(f"Small islands in phase {', '.join(sparse)}, whose training images have few: "
                       f"retrain with {ISLAND_MARGIN_ADVICE}, which pushes only on the small 2D pieces of the "
                       "slices, the one-pixel cut ends of thin features included (on a SOFC anode it met the "

@@ -158,6 +158,12 @@ def test_a_failed_verdict_names_the_setting_that_moved_each_failed_statistic():
     assert "island_view='\"slices\"'" in advice[1]
     level, text = fidelity.banner(card)
     assert level == "fail" and "fraction_calibration" in text and "island_view" in text
+    # A run that already had the margin (island_loss "auto" chose it) is not told to retrain with it.
+    trained = {"island_penalty": {"loss": "margin", "view": "slices", "max_voxels": 4, "phase_weights": {}}}
+    advice = fidelity.remedies(card, trained)
+    assert advice[1].startswith("Small islands in phase 0,") and "already pushed on them" in advice[1]
+    assert "island_loss" not in advice[1] and "--set seed=N" in advice[1]
+    assert "already pushed on them" in fidelity.banner(card, trained)[1]
     # A vanished phase (kept fails too): the fraction penalty, which keeps a rare phase.
     generated = {**reference, "vf": np.array([0.9, 0.1]), "islands": np.array([100.0, 3000.0])}
     card = fidelity.finish_card([{"attrs": {}, **fidelity.compare(reference, generated, [0, 255])}], 3000, 1.0)
