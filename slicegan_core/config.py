@@ -228,7 +228,8 @@ class TrainConfig:
     # island_max_voxels pixels of the slices across each axis instead. "auto" (the cpu preset's): with the
     # automatic island_penalty, "margin" on the slices' pieces of up to 4 pixels where every phase of the
     # training images has some real small islands (at least train.ISLAND_MARGIN_FROM per million of its pixels),
-    # else "expected" in island_view (train.resolve_island_loss; it sets view and piece size with the margin).
+    # else "expected" in island_view (train.resolve_island_loss; it sets view and piece size with the margin,
+    # and keeps the expected count when island_view or island_max_voxels was set away from "3d" / 1).
     island_loss: str = "expected"
     # Steps over which the island penalty's weight rises linearly from 0 to full; 0 = full from the start.
     # A freshly initialised generator's output is all speckle, and a strong penalty on it can outweigh the

@@ -188,11 +188,15 @@ def resolve_island_loss(tc: TrainConfig, densities: dict[int, float], phase_valu
     """``tc`` with island_loss "auto" made concrete from the training images' small 2D islands per million
     pixels of each phase (``TrainingData.island_densities``): "margin" in the slices' view, pieces of up to
     ISLAND_MARGIN_MAX_VOXELS pixels, where the penalty is automatic (island_penalty None) and every phase has
-    at least ISLAND_MARGIN_FROM; else "expected" with ``tc``'s own view and piece size. Other settings: as given."""
+    at least ISLAND_MARGIN_FROM; else "expected" with ``tc``'s own view and piece size. A view or piece size
+    set away from the defaults ("3d", 1) asks for that expected count, so "auto" keeps it. Other settings: as
+    given."""
     if tc.island_loss != "auto":
         return tc
     values = list(phase_values)
-    if tc.island_penalty is None and values and all(densities.get(v, 0.0) >= ISLAND_MARGIN_FROM for v in values):
+    chosen = tc.island_view != "3d" or tc.island_max_voxels != 1
+    if (tc.island_penalty is None and not chosen and values
+            and all(densities.get(v, 0.0) >= ISLAND_MARGIN_FROM for v in values)):
         return dataclasses.replace(tc, island_loss="margin", island_view="slices",
                                    island_max_voxels=ISLAND_MARGIN_MAX_VOXELS)
     return dataclasses.replace(tc, island_loss="expected")
@@ -372,7 +376,7 @@ def speck_margins(logits: torch.Tensor, max_voxels: int = 2,
     rate until it flips to its runner-up phase (then it leaves the mask). ``view`` as :func:`speck_mask`."""
     values = logits.float()
     # argmax(dim=1) strides across whole channels on the CPU: 125 ms for four 64^3 volumes, ~15x this
-    labels = _argmax_channels(values.transpose(0, 1)).long()
+    labels = _argmax_channels(values.detach().transpose(0, 1)).long()
     mask = torch.from_numpy(speck_mask(labels.cpu().numpy().astype(np.uint8), max_voxels, view)).to(values.device)
     own = values.gather(1, labels.unsqueeze(1)).squeeze(1)
     others = values.scatter(1, labels.unsqueeze(1), float("-inf")).amax(dim=1)

@@ -644,6 +644,10 @@ def test_automatic_island_penalty_weighs_each_phase_by_the_speckle_its_training_
     assert resolve(auto, {0: 149.0, 1: 800.0}, [0, 1]).island_loss == "expected"
     assert resolve(dataclasses.replace(auto, island_penalty=2.0), {0: 400.0}, [0]).island_loss == "expected"
     assert resolve(TrainConfig(island_loss="expected"), {0: 400.0}, [0]).island_loss == "expected"
+    # a view or piece size of one's own keeps the expected count it names (older commands still reproduce)
+    kept = resolve(dataclasses.replace(auto, island_view="slices"), {0: 400.0}, [0])
+    assert (kept.island_loss, kept.island_view, kept.island_max_voxels) == ("expected", "slices", 1)
+    assert resolve(dataclasses.replace(auto, island_max_voxels=2), {0: 400.0}, [0]).island_loss == "expected"
     # A number weighs every phase alike (the default model's recipes); 0 is off.
     assert _run([DatasetSpec(paths=(paths[1],), attrs={"alpha": ALPHAS[0]})], tmp_path / "c",
                 island_penalty=4.0).island_phase_weights.tolist() == [1.0, 1.0]
