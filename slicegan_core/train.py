@@ -173,7 +173,9 @@ ISLAND_SPARSE = 500.0      # small 2D islands per million pixels of a phase at o
 ISLAND_DENSE = 1_000.0     # at or above which it gets none, and no phase gets any (the data has real small features)
 # What a failed verdict advises for small islands in a phase whose training images have few: the margin penalty
 # on the slices' small pieces, its weight per phase from the data (ISLAND_WEIGHT_MARGIN where a phase has few).
-ISLAND_MARGIN_ADVICE = "--set island_loss='\"margin\"' --set island_view='\"slices\"' --set island_max_voxels=4"
+ISLAND_MARGIN_MAX_VOXELS = 4   # the margin's largest 2D piece, advised and under "auto" (the measured setting)
+ISLAND_MARGIN_ADVICE = ("--set island_loss='\"margin\"' --set island_view='\"slices\"' "
+                        f"--set island_max_voxels={ISLAND_MARGIN_MAX_VOXELS}")
 # island_loss "auto" takes the margin where every phase of the training images has at least this many small 2D
 # islands per million of its pixels, and the expected count where one has fewer. Measured on six cases
 # (docs/real-micrographs.md, "Which count, from the data"): the SOFC anode's phases have 208-792, and the margin
@@ -181,7 +183,6 @@ ISLAND_MARGIN_ADVICE = "--set island_loss='\"margin\"' --set island_view='\"slic
 # PoreSpy blobs' phases have 0-106, and on blobs 0.3 the margin made the minority phase's thin necks too
 # connected (tortuosity -28 %) where the expected count met every goal. 150 lies between the two.
 ISLAND_MARGIN_FROM = 150.0
-ISLAND_MARGIN_MAX_VOXELS = 4   # the margin's largest 2D piece under "auto" (the measured setting)
 
 
 def resolve_island_loss(tc: TrainConfig, densities: dict[int, float], phase_values) -> TrainConfig:
