@@ -26,6 +26,7 @@ within 30 % of its fraction; 3D cases also tortuosity within 15 % of the 3D trut
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import warnings
@@ -334,6 +335,9 @@ def main(argv=None):
     parser.add_argument("--vf-seeds", type=int, default=8, help="report: volumes whose phase fractions are averaged")
     parser.add_argument("--json", help="report: also write the results here")
     parser.add_argument("--tag", help="a variant's run: runs/real_CASE_TAG (e.g. trained with other --set values)")
+    parser.add_argument("--margin-weight", type=float,
+                        help="train, a screen: the margin count's full weight per phase (train.ISLAND_WEIGHT_MARGIN) "
+                             "for this run, the automatic rule's fall-off kept; model.json records the weights")
     args = parser.parse_args(argv)
     unknown = [c for c in args.cases if c.partition(":")[0] not in CASES]
     if unknown:
@@ -353,6 +357,8 @@ def main(argv=None):
         settings = {k: json.loads(v) for k, _, v in (s.partition("=") for s in args.set)}
         # JSON has no tuples; the configs' sequence fields (widths) are tuples.
         settings = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}
+        if args.margin_weight is not None:
+            importlib.import_module("slicegan_core.train").ISLAND_WEIGHT_MARGIN = args.margin_weight
         train_case(args.cases[0], args.steps, settings, args.tag)
     else:
         results = report(args.cases or list(CASES), args.size, args.seeds, args.tag, args.vf_seeds)
