@@ -25,8 +25,11 @@ run: install
 	VTK_DEFAULT_OPENGL_WINDOW=vtkEGLRenderWindow $(VENV)/bin/streamlit run app.py \
 		--server.port $(PORT) --server.fileWatcherType none --browser.gatherUsageStats false
 
+# Two workers, one test file each at a time (a file's module fixtures, e.g. the browser test's app server, start
+# once), since most tests run torch at one thread: pytest took 233 s so on a 2-core AMD EPYC, 398 s as one
+# process (`pytest -q tests`).
 test: install-test
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n 2 --dist loadfile tests
 
 bench: install
 	$(PY) bench/bench_core.py
