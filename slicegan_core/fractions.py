@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .generate import _argmax_channels
+from .generate import argmax_channels
 
 # 8 volumes of twice the training edge per dataset (latent edge 6: 128^3 for a 64-voxel patch), every second
 # voxel along each axis (neighbours carry little more). Volumes vary (a sphere packing's 64^3 volumes by sd
@@ -66,7 +66,7 @@ def phase_offsets(logits: torch.Tensor, targets) -> np.ndarray:
 def label_fractions(logits: torch.Tensor, offsets) -> np.ndarray:
     """(C,) fractions of the argmax labels of (C, N) ``logits`` plus ``offsets``."""
     # not argmax(0): on the CPU its reduction across whole channels is 8x slower (0.6 s for 2M voxels)
-    labels = _argmax_channels(logits + torch.as_tensor(offsets, dtype=logits.dtype)[:, None]).long()
+    labels = argmax_channels(logits + torch.as_tensor(offsets, dtype=logits.dtype)[:, None]).long()
     return (torch.bincount(labels, minlength=logits.shape[0]).double() / labels.numel()).numpy()
 
 

@@ -34,7 +34,7 @@ from .config import ModelConfig, TrainConfig, check_voxel_size, from_dict, prese
 from .data import DatasetSpec, TrainingData, load_training_data
 from . import distributed, fidelity, fractions
 from .distributed import BatchShare, Ranks
-from .generate import _argmax_channels, cpu_has_fast_bf16, pick_device
+from .generate import argmax_channels, cpu_has_fast_bf16, pick_device
 from .modelfile import default_phases, save_model
 from .networks import Generator, build_critics
 from .threads import AutoThreads
@@ -377,7 +377,7 @@ def speck_margins(logits: torch.Tensor, max_voxels: int = 2,
     rate until it flips to its runner-up phase (then it leaves the mask). ``view`` as :func:`speck_mask`."""
     values = logits.float()
     # argmax(dim=1) strides across whole channels on the CPU: 125 ms for four 64^3 volumes, ~15x this
-    labels = _argmax_channels(values.detach().transpose(0, 1)).long()
+    labels = argmax_channels(values.detach().transpose(0, 1)).long()
     mask = torch.from_numpy(speck_mask(labels.cpu().numpy().astype(np.uint8), max_voxels, view)).to(values.device)
     own = values.gather(1, labels.unsqueeze(1)).squeeze(1)
     others = values.scatter(1, labels.unsqueeze(1), float("-inf")).amax(dim=1)
@@ -918,7 +918,7 @@ class _GeneratorView:
                 out = out + run.phase_offset.to(out.device).view(-1, 1, 1, 1)
         finally:
             self.module.train(was_training)
-        index = _argmax_channels(out).cpu().numpy()[:shape[0], :shape[1], :shape[2]]
+        index = argmax_channels(out).cpu().numpy()[:shape[0], :shape[1], :shape[2]]
         return np.asarray(run.data.phase_values)[index]
 
 

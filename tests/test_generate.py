@@ -520,3 +520,13 @@ def test_a_volume_beyond_memory_is_refused_in_memory_but_can_be_streamed(tiny_mo
     with pytest.raises(ValueError, match=r"GiB of memory but 0\.1 GiB is available; generate at most about") as error:
         tiny_model.generate_tiles(ALPHA, shape=3000)
     assert "streamed" not in str(error.value)
+
+
+def test_argmax_channels_is_torchs_argmax_with_ties_to_the_first_channel():
+    from slicegan_core.generate import argmax_channels
+    scores = torch.randn(3, 5, 6, 7, generator=torch.Generator().manual_seed(0))
+    scores[:, 0, 0, :3] = torch.tensor([[1.0, 2.0, 2.0], [1.0, 2.0, 0.0], [0.0, 2.0, 2.0]])  # exact ties
+    labels = argmax_channels(scores)
+    assert labels.dtype == torch.uint8 and labels.shape == (5, 6, 7)
+    assert torch.equal(labels.long(), scores.argmax(0))
+    assert labels[0, 0, :3].tolist() == [0, 0, 0]
