@@ -12,7 +12,7 @@ independent 3D structures made by PoreSpy's generators (bench-only dependency, `
 trained on one slice and compared in 3D with the structure itself (``compare`` in "3d" mode on 128^3 crops,
 plus TauFactor tortuosity along axis 0: the mean over the seeds against the mean over the truth's 8 corner
 crops of the same size, whose own spread the report keeps; volume fraction over 8 volumes against the whole
-truth). Beside the real fraction the report prints the training image's fraction as the critics see it
+truth, and small islands over the same 8 volumes). Beside the real fraction the report prints the training image's fraction as the critics see it
 (``seen_fractions``: uniformly drawn patches cover a small image's edges less than its centre). A micrograph larger than the generated
 slices counts its small islands in tiles of their size (``metrics.tiled_island_density``: pieces that an
 image's edges cut count, so both sides must be measured at the same size).
@@ -187,17 +187,22 @@ def report(cases: list[str], size: int, seeds: int, tag: str | None = None, vf_s
         training_image = np.load(OUT / f"{case}.npy")
         edges = json.loads((run / "config.json").read_text())["train"].get("patch_edges", "inside")
         seen = seen_fractions(training_image, model.config.patch_size, edges) if training_image.ndim == 2 else {}
-        reports, fractions = [], []
-        # Volume fraction over more seeds than the rest: one 128^3 volume's fraction varies by ~0.005-0.007
-        # from seed to seed, as much as the settings compared here move it.
+        reports, fractions, islands = [], [], []
+        # Volume fraction and small islands over more seeds than the rest: one 128^3 volume's fraction varies
+        # by ~0.005-0.007 from seed to seed, as much as the settings compared here move it, and its islands by
+        # ~5 % (SOFC anode), as much as a goal's margin.
         for seed in range(max(seeds, vf_seeds)):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 volume = model.generate(seed=seed, shape=(edge,) * 3)
             fractions.append({str(p): float(np.mean(volume == p)) for p in phases})
+            islands.append(generated_islands(volume, real, phases))
             if seed < seeds:
                 reports.append(compare(real, volume, phases=phases, n_boot=0,
                                        tortuosity_factor=(kind == "3d")))
+                counted = reports[-1]["phases"]
+                assert all(islands[-1][str(p)] == counted[str(p)]["islands_per_million_generated"] for p in phases), \
+                    "generated_islands must count as compare does"
         truth_taus = truth_tortuosity(case, edge) if kind == "3d" else {}
         rows = []
         for phase in map(str, phases):
@@ -215,7 +220,9 @@ def report(cases: list[str], size: int, seeds: int, tag: str | None = None, vf_s
                          "chord_mean_real": mean("chord_mean_real"), "chord_mean_generated": mean("chord_mean_generated"),
                          "ssa_real": mean("ssa_real"), "ssa_generated": mean("ssa_generated"),
                          "islands_real": mean("islands_per_million_real"),
-                         "islands_generated": mean("islands_per_million_generated"),
+                         "islands_generated": float(np.mean([i[phase] for i in islands])),
+                         "islands_generated_sd": float(np.std([i[phase] for i in islands], ddof=1)),
+                         "island_seeds": len(islands),
                          # the truth's mean over its 8 corner crops: one crop's tortuosity varies by up to
                          # 50 % near a phase's percolation threshold (blobs 0.3's minority phase: 3.9-5.8)
                          "tortuosity_real": (float(np.mean(truth_taus[phase])) if truth_taus else None),
@@ -229,6 +236,20 @@ def report(cases: list[str], size: int, seeds: int, tag: str | None = None, vf_s
                          "rows": rows, "goals": goals(kind, rows)}
         print_case(entry, results[entry])
     return results
+
+
+def generated_islands(volume: np.ndarray, real: np.ndarray, phases) -> dict[str, float]:
+    """Small islands per million of a generated volume, per phase (str keys), counted as ``compare`` counts
+    them against ``real``: every slice of its central cube of the micrograph's tile size against a 2D image,
+    the volume itself against a 3D truth of its size."""
+    from slicegan_core.metrics import island_density, slice_island_density
+    if real.ndim == 2:
+        tile = min(real.shape + volume.shape)
+        volume = volume[tuple(slice((n - tile) // 2, (n - tile) // 2 + tile) for n in volume.shape)]
+        counts = slice_island_density(volume, phases)
+    else:
+        counts = island_density(volume, phases)
+    return {str(p): counts[p] for p in phases}
 
 
 def spread(cases: list[str], volumes: int = 16) -> None:
@@ -332,7 +353,7 @@ def main(argv=None):
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--seeds", type=int, default=2)
-    parser.add_argument("--vf-seeds", type=int, default=8, help="report: volumes whose phase fractions are averaged")
+    parser.add_argument("--vf-seeds", type=int, default=8, help="report: volumes whose phase fractions and small islands are averaged")
     parser.add_argument("--json", help="report: also write the results here")
     parser.add_argument("--tag", help="a variant's run: runs/real_CASE_TAG (e.g. trained with other --set values)")
     parser.add_argument("--margin-weight", type=float,
