@@ -99,10 +99,9 @@ SHIPPED = "v6"
 def warn_slow_bf16(overrides: dict) -> None:
     """One line on stderr when a recipe asks for bfloat16 on a CPU that only emulates it: on a 2-core AMD EPYC
     without AVX-512 the v6 recipe's first stage took 12-13 s a step in bfloat16 and 1.24 s in float32."""
-    import torch
-
-    from slicegan_core.generate import cpu_has_fast_bf16
-    if overrides.get("bf16") and not torch.cuda.is_available() and not cpu_has_fast_bf16():
+    from slicegan_core.generate import pick_device
+    from slicegan_core.train import resolve_bf16
+    if overrides.get("bf16") and not resolve_bf16(None, pick_device(overrides.get("device", "auto"))):
         print("This CPU has no fast bfloat16 (AVX-512 BF16), which the recipe trains in: a step takes about 10x "
               "as long as in float32. Add --auto-precision to train in float32 here.", file=sys.stderr, flush=True)
 
@@ -160,10 +159,8 @@ def main(argv=None):
             if isinstance(settings[key], list):
                 settings[key] = tuple(settings[key])
         recipe = RECIPES[args.recipe]
-        if args.auto_precision:
-            settings_all = {"bf16": None}
-        else:
-            settings_all = {}
+        precision = {"bf16": None} if args.auto_precision else {}   # every stage's, unlike --set
+        if not args.auto_precision:
             warn_slow_bf16({**recipe["overrides"], **settings})
         if settings or args.steps:        # an experiment: one stage with these settings
             stages = [(args.steps or recipe["schedule"][-1][0], settings)]
@@ -174,9 +171,9 @@ def main(argv=None):
                 specs = [DatasetSpec(paths=(str(data_path(data_dir, s)),), attrs={"alpha": s})
                          for s in RECIPE["sigmas"]]
                 train(specs, run, preset_name=recipe.get("preset", "cpu"), model_info={"recipe": RECIPE},
-                      **{**recipe["overrides"], **changes, **settings_all, "steps": end})
+                      **{**recipe["overrides"], **changes, **precision, "steps": end})
             elif checkpoint_step(run) < end:
-                resume(run, steps=end, **changes, **settings_all)   # changes: settings from the checkpoint on
+                resume(run, steps=end, **changes, **precision)   # changes: settings from the checkpoint on
             else:
                 continue                           # a stage done before: its status is not this call's
             if json.loads((run / "status.json").read_text())["state"] != "finished":

@@ -509,7 +509,8 @@ class Model:
             peak = max(peak, before + elem * grid + (2 * before if elem == 2 else 0))
             # x2 interpolation axis by axis in float32 (networks._upsample_axis): at the last axis its input
             # (4 x the grid), the scaled centre (4 x) and the output (8 x); then the cast back
-            peak = max(peak, elem * grid + 4 * 16 * grid, elem * grid + 4 * 8 * grid + (2 * 8 * grid if elem == 2 else 0))
+            peak = max(peak, elem * grid + 4 * 16 * grid,
+                       elem * grid + 4 * 8 * grid + (2 * 8 * grid if elem == 2 else 0))
             edges = [2 * e for e in edges]                       # the 2-voxel crop is a view
         elif config.output_layer == "upsample_conv":
             fine = 8 * math.prod(edges)                          # voxels of the x2 feature grid
